@@ -1,0 +1,750 @@
+//! Configuration (PRODUCT.md §6): one optional TOML file with `${VAR}` expansion, channels from
+//! well-known environment variables, and errors that name the exact key and line.
+//!
+//! Pure: the caller hands in the file text and an environment lookup, so every rule here is
+//! tested without touching the process environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::breaker::BreakerPolicy;
+use crate::channel_url::{self, ApiBases, Options, Provider};
+use crate::limit::Rate;
+use crate::retry::RetryPolicy;
+use crate::route::{Route, RouteMatch};
+use crate::secret::Secret;
+
+/// The resolved configuration the service runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub channels: Vec<ChannelSpec>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Bearer token for `/api/`; required when listening beyond loopback.
+    pub api_token: Option<Secret>,
+    /// Request bodies over this many bytes get 413.
+    pub body_limit: usize,
+    /// How long shutdown waits for in-flight sends.
+    #[serde(with = "crate::duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            api_token: None,
+            body_limit: 256 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: String,
+    /// How long a claimed delivery is ours before another worker may take it over.
+    #[serde(with = "crate::duration")]
+    pub lease: Duration,
+    /// Most API requests folded into one transaction (group commit).
+    pub group_commit_max: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://klaxon.db".into(),
+            lease: Duration::from_secs(60),
+            group_commit_max: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Sends in flight at once, across channels.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
+    /// The library's in-process hand-off queue (`Notifier::send`).
+    pub queue_capacity: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            concurrency: 64,
+            retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// A configured channel, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelSpec {
+    pub name: String,
+    pub provider: Provider,
+    /// As configured; the store's persisted switch (PATCH) overrides it at run time.
+    pub enabled: bool,
+    /// Extra limit on top of the provider's built-in ones.
+    pub rate_limit: Option<Rate>,
+    pub timeout: Duration,
+    /// Channels to try when this one fails for good (the fallback stage uses it).
+    pub fallback: Vec<String>,
+    /// A retry policy of its own, else `[delivery.retry]`.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// One wrong thing in the configuration: where, which key, what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.key.is_empty()) {
+            (Some(l), false) => write!(f, "line {l}: `{}`: {}", self.key, self.message),
+            (Some(l), true) => write!(f, "line {l}: {}", self.message),
+            (None, false) => write!(f, "`{}`: {}", self.key, self.message),
+            (None, true) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// All errors found, so a user fixes them in one go.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- the file as written ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    server: ServerConfig,
+    store: StoreConfig,
+    delivery: DeliveryConfig,
+    providers: ProvidersConfig,
+    channels: BTreeMap<String, Spanned<ChannelConfig>>,
+    routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProvidersConfig {
+    telegram_api: Option<String>,
+    discord_api: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelConfig {
+    url: Spanned<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    fallback: Vec<String>,
+    rate_limit: Option<Rate>,
+    #[serde(default, with = "opt_duration")]
+    timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    // Provider options; the same names work in the URL's query.
+    format: Option<String>,
+    parse_mode: Option<String>,
+    silent: Option<bool>,
+    preview: Option<bool>,
+    thread: Option<toml::Value>,
+    secret: Option<String>,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    username: Option<String>,
+    avatar_url: Option<String>,
+    mentions: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        crate::duration::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteConfig {
+    #[serde(rename = "match", default)]
+    matcher: RouteMatch,
+    to: Vec<String>,
+    #[serde(rename = "continue", default)]
+    cont: bool,
+}
+
+impl ChannelConfig {
+    fn options(&self) -> Options {
+        let mut o = Options::default();
+        let text = [
+            ("format", &self.format),
+            ("parse_mode", &self.parse_mode),
+            ("secret", &self.secret),
+            ("method", &self.method),
+            ("username", &self.username),
+            ("avatar_url", &self.avatar_url),
+        ];
+        for (k, v) in text {
+            if let Some(v) = v {
+                o.set(k, v.clone());
+            }
+        }
+        for (k, v) in [
+            ("silent", self.silent),
+            ("preview", self.preview),
+            ("mentions", self.mentions),
+        ] {
+            if let Some(v) = v {
+                o.set(k, v.to_string());
+            }
+        }
+        match &self.thread {
+            Some(toml::Value::Integer(i)) => o.set("thread", i.to_string()),
+            Some(toml::Value::String(s)) => o.set("thread", s.clone()),
+            _ => {}
+        }
+        o.headers
+            .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        o
+    }
+}
+
+/// Reads the environment; tests pass a map.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Builds the configuration from an optional file's text and the environment.
+    pub fn load(text: Option<&str>, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let (expanded, values) = match text {
+            Some(t) => expand_env(t, env, &mut errors),
+            None => (String::new(), Vec::new()),
+        };
+        let file = match toml::from_str::<FileConfig>(&expanded) {
+            Ok(f) => f,
+            Err(e) => {
+                let at = e.span().map_or(0, |s| s.start);
+                // The message may quote a value; values from the environment are secrets
+                // until proven otherwise.
+                let mut message = e.message().to_string();
+                for v in values.iter().filter(|v| v.len() >= 4) {
+                    message = message.replace(v.as_str(), "[redacted]");
+                }
+                errors.push(ConfigError {
+                    line: e.span().map(|_| line_of(&expanded, at)),
+                    key: key_at(&expanded, at),
+                    message,
+                });
+                return Err(ConfigErrors(errors));
+            }
+        };
+        let line = |offset: usize| Some(line_of(&expanded, offset));
+
+        let mut server = file.server;
+        if let Some(l) = env.var("KLAXON_LISTEN") {
+            server.listen = l;
+        }
+        if let Some(t) = env.var("KLAXON_API_TOKEN") {
+            server.api_token = Some(Secret::new(t));
+        }
+        if server.api_token.as_ref().is_some_and(Secret::is_empty) {
+            server.api_token = None;
+        }
+        if server.listen.parse::<SocketAddr>().is_err() {
+            errors.push(ConfigError {
+                line: None,
+                key: "server.listen".into(),
+                message: format!("`{}` is not an address like 127.0.0.1:8080", server.listen),
+            });
+        }
+        let mut store = file.store;
+        if let Some(u) = env.var("KLAXON_STORE_URL") {
+            store.url = u;
+        }
+        if !store.url.starts_with("sqlite:") {
+            errors.push(ConfigError {
+                line: None,
+                key: "store.url".into(),
+                message: "only sqlite:// stores are supported in this version (e.g. \"sqlite://klaxon.db\")".into(),
+            });
+        }
+
+        let apis = ApiBases {
+            telegram: env
+                .var("KLAXON_TELEGRAM_API")
+                .or(file.providers.telegram_api)
+                .unwrap_or_else(|| ApiBases::default().telegram),
+            discord: env
+                .var("KLAXON_DISCORD_API")
+                .or(file.providers.discord_api)
+                .unwrap_or_else(|| ApiBases::default().discord),
+        };
+
+        let mut channels = Vec::new();
+        for (name, cfg) in &file.channels {
+            let span = cfg.span();
+            let cfg = cfg.get_ref();
+            if let Err(m) = check_name(name) {
+                errors.push(ConfigError {
+                    line: line(span.start),
+                    key: format!("channels.{name}"),
+                    message: m,
+                });
+                continue;
+            }
+            match channel_url::parse(cfg.url.get_ref(), &cfg.options(), &apis) {
+                Ok(provider) => channels.push(ChannelSpec {
+                    name: name.clone(),
+                    provider,
+                    enabled: cfg.enabled,
+                    rate_limit: cfg.rate_limit,
+                    timeout: cfg.timeout.unwrap_or(channel_url::DEFAULT_TIMEOUT),
+                    fallback: cfg.fallback.clone(),
+                    retry: cfg.retry.clone(),
+                }),
+                Err(message) => errors.push(ConfigError {
+                    line: line(cfg.url.span().start),
+                    key: format!("channels.{name}.url"),
+                    message,
+                }),
+            }
+        }
+        if file.channels.is_empty() {
+            channels = env_channels(env, &apis, &mut errors);
+        }
+        if channels.is_empty() {
+            channels.push(ChannelSpec {
+                name: "log".into(),
+                provider: Provider::Log,
+                enabled: true,
+                rate_limit: None,
+                timeout: channel_url::DEFAULT_TIMEOUT,
+                fallback: Vec::new(),
+                retry: None,
+            });
+        }
+
+        let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
+        for (name, cfg) in &file.channels {
+            for f in &cfg.get_ref().fallback {
+                if !names.contains(&f.as_str()) {
+                    errors.push(ConfigError {
+                        line: line(cfg.span().start),
+                        key: format!("channels.{name}.fallback"),
+                        message: format!("no channel named `{f}`"),
+                    });
+                }
+            }
+        }
+        let mut routes = Vec::new();
+        for (i, r) in file.routes.iter().enumerate() {
+            let span = r.span();
+            let r = r.get_ref();
+            for to in &r.to {
+                if !names.contains(&to.as_str()) {
+                    errors.push(ConfigError {
+                        line: line(span.start),
+                        key: format!("routes[{i}].to"),
+                        message: format!(
+                            "no channel named `{to}` (channels: {})",
+                            names.join(", ")
+                        ),
+                    });
+                }
+            }
+            if let Err(m) = r.matcher.validate() {
+                errors.push(ConfigError {
+                    line: line(span.start),
+                    key: format!("routes[{i}].match"),
+                    message: m,
+                });
+            }
+            routes.push(Route {
+                matcher: r.matcher.clone(),
+                to: r.to.clone(),
+                cont: r.cont,
+            });
+        }
+
+        if errors.is_empty() {
+            Ok(Config {
+                server,
+                store,
+                delivery: file.delivery,
+                channels,
+                routes,
+            })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&ChannelSpec> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err("channel names use letters, digits, `-` and `_` (at most 64)".into())
+    }
+}
+
+/// Channels from well-known variables (PRODUCT.md §6). `NOTIFICATION_CHANNELS` picks which of
+/// the available ones are active. Each provider adds one entry to `WELL_KNOWN`.
+fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -> Vec<ChannelSpec> {
+    type Builder = fn(&dyn Env) -> Option<String>;
+    const WELL_KNOWN: &[(&str, &str, Builder)] = &[
+        ("telegram", "TELEGRAM_BOT_TOKEN + TELEGRAM_CHAT_ID", |env| {
+            let token = env.var("TELEGRAM_BOT_TOKEN")?;
+            let chats = env.var("TELEGRAM_CHAT_ID")?;
+            Some(format!("tgram://{token}/{}", chats.replace(',', "/")))
+        }),
+        ("discord", "DISCORD_WEBHOOK_URL", |env| {
+            env.var("DISCORD_WEBHOOK_URL")
+        }),
+        ("webhook", "WEBHOOK_URL", |env| {
+            let url = env.var("WEBHOOK_URL")?;
+            let secret = env.var("WEBHOOK_SECRET");
+            let url = url
+                .replacen("https://", "jsons://", 1)
+                .replacen("http://", "json://", 1);
+            Some(match secret {
+                Some(s) => format!(
+                    "{url}{}secret={s}",
+                    if url.contains('?') { '&' } else { '?' }
+                ),
+                None => url,
+            })
+        }),
+    ];
+    let selected: Option<Vec<String>> = env.var("NOTIFICATION_CHANNELS").map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let mut out = Vec::new();
+    for (name, vars, build) in WELL_KNOWN {
+        if selected
+            .as_ref()
+            .is_some_and(|s| !s.iter().any(|n| n == name))
+        {
+            continue;
+        }
+        let Some(url) = build(env) else {
+            if selected.is_some() {
+                errors.push(ConfigError {
+                    line: None,
+                    key: "NOTIFICATION_CHANNELS".into(),
+                    message: format!("`{name}` is selected but {vars} is not set"),
+                });
+            }
+            continue;
+        };
+        match channel_url::parse(&url, &Options::default(), apis) {
+            Ok(provider) => out.push(ChannelSpec {
+                name: name.to_string(),
+                provider,
+                enabled: true,
+                rate_limit: None,
+                timeout: channel_url::DEFAULT_TIMEOUT,
+                fallback: Vec::new(),
+                retry: None,
+            }),
+            Err(message) => errors.push(ConfigError {
+                line: None,
+                key: vars.to_string(),
+                message,
+            }),
+        }
+    }
+    out
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` outside comments. Values are escaped for a TOML
+/// basic string (where `${…}` normally stands) so a `"` or newline in a secret cannot change
+/// the document's structure. Returns the text and the substituted values (for redaction).
+fn expand_env(text: &str, env: &dyn Env, errors: &mut Vec<ConfigError>) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut values = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let code_end = comment_start(line).unwrap_or(line.len());
+        let (code, comment) = line.split_at(code_end);
+        let mut rest = code;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start..].find('}') else {
+                errors.push(ConfigError {
+                    line: Some(i + 1),
+                    key: String::new(),
+                    message: "`${` without a closing `}`".into(),
+                });
+                out.push_str(&rest[start..]);
+                rest = "";
+                break;
+            };
+            let inner = &rest[start + 2..start + len];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            match env.var(name).or(default.map(str::to_string)) {
+                Some(v) => {
+                    out.push_str(&v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"));
+                    values.push(v);
+                }
+                None => errors.push(ConfigError {
+                    line: Some(i + 1),
+                    key: key_at(text, offset_of_line(text, i)),
+                    message: format!("environment variable `{name}` is not set (use `${{{name}:-default}}` for a default)"),
+                }),
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    (out, values)
+}
+
+fn offset_of_line(text: &str, line: usize) -> usize {
+    text.split_inclusive('\n').take(line).map(str::len).sum()
+}
+
+/// Where a `#` comment starts on a line, ignoring `#` inside quoted strings.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) => {
+                if q == '"' && c == '\\' && !escaped {
+                    escaped = true;
+                    continue;
+                }
+                if c == q && !escaped {
+                    quote = None;
+                }
+                escaped = false;
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return Some(i),
+            None => {}
+        }
+    }
+    None
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted key at a byte offset: the nearest `[table]` header above it plus the key on
+/// the offset's line, for messages like "`channels.ops.url`".
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
+    }
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
+    match (table, key.is_empty()) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, false) => key.to_string(),
+        (None, true) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn zero_config_is_log_channel() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.store.url, "sqlite://klaxon.db");
+        assert_eq!(c.channels.len(), 1);
+        assert_eq!(c.channels[0].provider, Provider::Log);
+    }
+
+    #[test]
+    fn well_known_env_builds_channels() {
+        let e = env(&[
+            ("TELEGRAM_BOT_TOKEN", "123456:ABCDEFGH"),
+            ("TELEGRAM_CHAT_ID", "-1001,42"),
+            (
+                "DISCORD_WEBHOOK_URL",
+                "https://discord.com/api/webhooks/1/t",
+            ),
+            ("KLAXON_TELEGRAM_API", "http://127.0.0.1:9"),
+        ]);
+        let c = Config::load(None, &e).unwrap();
+        let names: Vec<_> = c.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["telegram", "discord"]);
+        let Provider::Telegram(t) = &c.channels[0].provider else {
+            panic!()
+        };
+        assert_eq!(t.chats, ["-1001", "42"]);
+        assert_eq!(t.api_base, "http://127.0.0.1:9");
+
+        let e2 = env(&[
+            ("NOTIFICATION_CHANNELS", "discord"),
+            ("TELEGRAM_BOT_TOKEN", "123456:ABCDEFGH"),
+            ("TELEGRAM_CHAT_ID", "1"),
+            ("DISCORD_WEBHOOK_URL", "discord://1/t"),
+        ]);
+        let c = Config::load(None, &e2).unwrap();
+        assert_eq!(c.channels.len(), 1);
+        let err = Config::load(None, &env(&[("NOTIFICATION_CHANNELS", "telegram")])).unwrap_err();
+        assert!(err.to_string().contains("TELEGRAM_BOT_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn expands_env_and_keeps_secrets_out_of_errors() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:9999"   # ${NOT_EXPANDED_IN_COMMENTS}
+
+[channels.ops]
+url = "tgram://${TOKEN}/${CHAT:-42}"
+silent = true
+"#;
+        let c = Config::load(Some(text), &env(&[("TOKEN", "123456:SECRETSECRET")])).unwrap();
+        let Provider::Telegram(t) = &c.channels[0].provider else {
+            panic!()
+        };
+        assert_eq!(t.token.expose(), "123456:SECRETSECRET");
+        assert_eq!(t.chats, ["42"]);
+        assert!(t.silent);
+        assert!(!format!("{c:?}").contains("SECRETSECRET"));
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\n\n[channels.ops]\nurl = \"tgram://123456:ABCDEFG/1\"\nsilnet = true\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.line, Some(6), "{err}");
+        assert!(e.message.contains("silnet"), "{err}");
+        assert_eq!(e.key, "channels.ops.silnet");
+
+        let text = "[channels.ops]\n\nurl = \"smtp://x\"\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].line, Some(3));
+        assert_eq!(err.0[0].key, "channels.ops.url");
+
+        let text = "[channels.ops]\nurl = \"tgram://${MISSING}/1\"\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].line, Some(2));
+        assert!(err.0[0].message.contains("MISSING"));
+
+        let text = "[delivery.retry]\nretries = \"three\"\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].line, Some(2), "{err}");
+        assert_eq!(err.0[0].key, "delivery.retry.retries");
+    }
+
+    #[test]
+    fn routes_checked_against_channels() {
+        let text = "[channels.a]\nurl = \"log://\"\n\n[[routes]]\nmatch = { severity = \">=warning\" }\nto = [\"a\", \"b\"]\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].key, "routes[0].to");
+        assert!(err.0[0].message.contains("`b`"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Human durations in config: `"500ms"`, `"2s"`, `"5m"`, `"1h"`, `"7d"`, or a bare number of
+//! seconds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!("`{text}` is not a duration like \"500ms\", \"2s\", \"5m\", \"1h\"")
+    })?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h, d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Secs(f64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        Raw::Secs(s) if s >= 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+            "{s} is not a valid duration"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("30").unwrap(), Duration::from_secs(30));
+        assert!(parse("5 fortnights").is_err());
+    }
+}
