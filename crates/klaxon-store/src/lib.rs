@@ -1,0 +1,205 @@
+//! Klaxon's durable store: the source of truth for notifications, deliveries, attempts and
+//! channel state.
+//!
+//! - [`Store`]: the one trait every backend implements; the engine and API speak only to it.
+//! - [`sqlite`]: the embedded default (WAL, one writer connection, readers beside it).
+//! - [`group`]: group commit — many submitters, one transaction, nobody answered before it.
+//!
+//! The queue is the `deliveries` table: a delivery is claimed with a lease and a `not_before`;
+//! a retry reschedules the row; a lease that runs out (the worker crashed) makes the row
+//! claimable again. So a crash loses nothing and a restart resumes.
+
+pub mod group;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use klaxon_core::model::{Attempt, Delivery, DeliveryStatus, Notification};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the operation; worth retrying later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be read back (corruption or a newer schema).
+    #[error("store data invalid: {0}")]
+    Corrupt(String),
+    #[error("unsupported store URL: {0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A notification to insert, with the deliveries routing chose for it.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub notification: Notification,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: Uuid,
+    pub channel: String,
+    pub target: Option<String>,
+}
+
+/// What an insert produced. For a repeated idempotency key, the first notification's ids and
+/// `duplicate = true`; nothing new was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    pub notification_id: Uuid,
+    pub duplicate: bool,
+    pub deliveries: Vec<DeliverySummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeliverySummary {
+    pub id: Uuid,
+    pub channel: String,
+    pub target: Option<String>,
+    pub status: DeliveryStatus,
+}
+
+/// Ask for due work.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now: DateTime<Utc>,
+    pub limit: usize,
+    pub lease: std::time::Duration,
+    pub owner: String,
+    /// Channels not to claim for now (disabled, circuit open): their rows stay untouched.
+    pub skip_channels: Vec<String>,
+}
+
+/// A claimed delivery with the notification it carries.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub notification: std::sync::Arc<Notification>,
+}
+
+/// The result of one attempt, to record and apply in one step.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub attempt: Attempt,
+    pub status: DeliveryStatus,
+    /// When the next attempt may run (status `retrying`).
+    pub not_before: Option<DateTime<Utc>>,
+    pub provider_id: Option<String>,
+}
+
+/// Return a claimed delivery to the queue without an attempt (rate-limited, shutting down).
+#[derive(Debug, Clone)]
+pub struct Deferral {
+    pub delivery_id: Uuid,
+    pub not_before: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<DeliveryStatus>,
+    pub channel: Option<String>,
+    pub severity: Option<klaxon_core::Severity>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: usize,
+    /// Return notifications older than this id (the last one of the previous page).
+    pub cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationRecord {
+    pub notification: Notification,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Run-time state of a channel kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelState {
+    pub channel: String,
+    /// `None`: as configured.
+    pub enabled: Option<bool>,
+    pub disabled_reason: Option<String>,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub muted_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// A change to a channel's state; `None` fields are left as they are.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelPatch {
+    pub enabled: Option<Option<bool>>,
+    pub disabled_reason: Option<Option<String>>,
+    pub paused_until: Option<Option<DateTime<Utc>>>,
+    pub muted_until: Option<Option<DateTime<Utc>>>,
+    pub last_error: Option<(String, DateTime<Utc>)>,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// How many deliveries sit in each (channel, status).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthRow {
+    pub channel: String,
+    pub status: DeliveryStatus,
+    pub count: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings the schema up to date; safe to call at every start.
+    async fn migrate(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
+    /// Inserts in one transaction; returns one result per entry, in order.
+    async fn insert(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>>;
+    /// Claims due deliveries, highest priority first. Also takes back deliveries whose lease ran
+    /// out, and marks due deliveries past `expires_at` as `expired`.
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>>;
+    /// Records attempts and their outcome, in one transaction.
+    async fn complete(&self, done: Vec<Completion>) -> Result<()>;
+    /// Puts claimed deliveries back without counting an attempt.
+    async fn defer(&self, items: Vec<Deferral>) -> Result<()>;
+    /// The earliest `not_before` among waiting deliveries (the scheduler sleeps until then).
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>>;
+    /// Newest first.
+    async fn list(&self, filter: ListFilter) -> Result<Vec<NotificationRecord>>;
+    async fn depth(&self) -> Result<Vec<DepthRow>>;
+    async fn channel_states(&self) -> Result<Vec<ChannelState>>;
+    async fn patch_channel(&self, channel: &str, patch: ChannelPatch) -> Result<ChannelState>;
+}
+
+/// Opens the store a URL names.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "`{}…`: only sqlite:// is supported in this version",
+            url.chars().take(12).collect::<String>()
+        )))
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -1,0 +1,603 @@
+//! The embedded SQLite store: one file, WAL, `synchronous=FULL` (a commit survives power loss,
+//! not just a crash), one writer connection so writes never fight over the lock, and a few
+//! reader connections beside it (WAL lets them read while the writer writes).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use klaxon_core::model::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, Notification};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::*;
+
+/// Schema versions, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// The columns `delivery_from_row` reads; a macro so queries stay `&'static str` (sqlx asks
+/// that dynamic SQL be audited, and these are all static).
+macro_rules! delivery_columns {
+    () => {
+        "id, notification_id, channel, target, status, attempts, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at"
+    };
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // A bigger page cache and memory-mapped reads keep claims off the disk.
+            .pragma("cache_size", "-16000")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn id_str(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn parse_id(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id `{s}`: {e}")))
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus> {
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
+    let get_ms = |c: &str| -> Result<Option<i64>> { Ok(row.try_get::<Option<i64>, _>(c)?) };
+    Ok(Delivery {
+        id: parse_id(row.try_get("id")?)?,
+        notification_id: parse_id(row.try_get("notification_id")?)?,
+        channel: row.try_get("channel")?,
+        target: row.try_get("target")?,
+        status: parse_status(row.try_get("status")?)?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        not_before: from_ms(row.try_get("not_before")?),
+        last_error: row.try_get("last_error")?,
+        provider_id: row.try_get("provider_id")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+        delivered_at: get_ms("delivered_at")?.map(from_ms),
+    })
+}
+
+fn notification_from_body(body: &str) -> Result<Notification> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
+}
+
+async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Option<Inserted>> {
+    let Some(row) = sqlx::query("SELECT id FROM notifications WHERE idempotency_key = ?")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let nid: String = row.try_get("id")?;
+    let rows = sqlx::query(
+        "SELECT id, channel, target, status FROM deliveries WHERE notification_id = ? ORDER BY id",
+    )
+    .bind(&nid)
+    .fetch_all(&mut **tx)
+    .await?;
+    let deliveries = rows
+        .iter()
+        .map(|r| {
+            Ok(DeliverySummary {
+                id: parse_id(r.try_get("id")?)?,
+                channel: r.try_get("channel")?,
+                target: r.try_get("target")?,
+                status: parse_status(r.try_get("status")?)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(Inserted {
+        notification_id: parse_id(&nid)?,
+        duplicate: true,
+        deliveries,
+    }))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS klaxon_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM klaxon_migrations")
+            .fetch_all(&mut *conn)
+            .await?;
+        drop(conn);
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let mut tx = self.writer.begin().await?;
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO klaxon_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(ms(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied store migration");
+        }
+        if let Some(newer) = applied
+            .iter()
+            .find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v))
+        {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {newer}, newer than this Klaxon knows; upgrade Klaxon"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>> {
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let n = &e.notification;
+            if let Some(key) = &n.idempotency_key
+                && let Some(first) = existing(&mut tx, key).await?
+            {
+                out.push(first);
+                continue;
+            }
+            let body = serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_str(n.id))
+            .bind(ms(n.created_at))
+            .bind(n.severity.as_str())
+            .bind(n.priority.as_str())
+            .bind(&n.event_type)
+            .bind(&n.source)
+            .bind(&n.user_id)
+            .bind(&n.title)
+            .bind(&n.message)
+            .bind(&n.idempotency_key)
+            .bind(&n.dedup_key)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+            let not_before = n.send_at.map(ms).unwrap_or(now);
+            let mut deliveries = Vec::with_capacity(e.deliveries.len());
+            for d in &e.deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?)",
+                )
+                .bind(id_str(d.id))
+                .bind(id_str(n.id))
+                .bind(&d.channel)
+                .bind(&d.target)
+                .bind(n.priority.rank())
+                .bind(not_before)
+                .bind(n.expires_at.map(ms))
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                deliveries.push(DeliverySummary {
+                    id: d.id,
+                    channel: d.channel.clone(),
+                    target: d.target.clone(),
+                    status: DeliveryStatus::Pending,
+                });
+            }
+            out.push(Inserted {
+                notification_id: n.id,
+                duplicate: false,
+                deliveries,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let now = ms(req.now);
+        let lease_until = now + req.lease.as_millis() as i64;
+        let skip = serde_json::to_string(&req.skip_channels).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE deliveries SET status = 'sending', lease_until = ?1, lease_owner = ?2, updated_at = ?3 \
+             WHERE id IN ( \
+               SELECT id FROM deliveries \
+               WHERE status IN ('pending', 'retrying', 'sending') \
+                 AND (CASE WHEN status = 'sending' THEN lease_until < ?3 ELSE not_before <= ?3 END) \
+                 AND channel NOT IN (SELECT value FROM json_each(?4)) \
+               ORDER BY priority DESC, not_before, id LIMIT ?5) \
+             RETURNING ",
+            delivery_columns!(),
+            ", priority"
+        ))
+        .bind(lease_until)
+        .bind(&req.owner)
+        .bind(now)
+        .bind(skip)
+        .bind(req.limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut expired = Vec::new();
+        for row in &rows {
+            let d = delivery_from_row(row)?;
+            let expires: Option<i64> = row.try_get("expires_at")?;
+            if expires.is_some_and(|e| e <= now) {
+                expired.push(id_str(d.id));
+            } else {
+                let prio: i64 = row.try_get("priority")?;
+                claimed.push((prio, d));
+            }
+        }
+        if !expired.is_empty() {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'expired', lease_until = NULL, lease_owner = NULL, \
+                 last_error = 'expired before it could be delivered', updated_at = ?1 \
+                 WHERE id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(now)
+            .bind(serde_json::to_string(&expired).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ids: Vec<String> = claimed
+            .iter()
+            .map(|(_, d)| id_str(d.notification_id))
+            .collect();
+        let bodies = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(
+                "SELECT id, body FROM notifications WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        tx.commit().await?;
+
+        let mut by_id: HashMap<String, Arc<Notification>> = HashMap::with_capacity(bodies.len());
+        for row in &bodies {
+            let id: String = row.try_get("id")?;
+            let body: String = row.try_get("body")?;
+            by_id.insert(id, Arc::new(notification_from_body(&body)?));
+        }
+        // RETURNING gives no order guarantee; restore the queue's.
+        claimed.sort_by(|(pa, a), (pb, b)| {
+            pb.cmp(pa)
+                .then(a.not_before.cmp(&b.not_before))
+                .then(a.id.cmp(&b.id))
+        });
+        claimed
+            .into_iter()
+            .map(|(_, d)| {
+                let n = by_id
+                    .get(&id_str(d.notification_id))
+                    .cloned()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("delivery {} has no notification", d.id))
+                    })?;
+                Ok(Claimed {
+                    delivery: d,
+                    notification: n,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, done: Vec<Completion>) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        for c in &done {
+            let a = &c.attempt;
+            let id = id_str(a.delivery_id);
+            sqlx::query(
+                "INSERT INTO attempts (delivery_id, number, started_at, outcome, status_code, error, latency_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&id)
+            .bind(a.number as i64)
+            .bind(ms(a.started_at))
+            .bind(a.outcome.as_str())
+            .bind(a.status_code.map(i64::from))
+            .bind(&a.error)
+            .bind(a.latency_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+            let delivered = (c.status == DeliveryStatus::Delivered).then_some(now);
+            sqlx::query(
+                "UPDATE deliveries SET status = ?1, attempts = MAX(attempts, ?2), not_before = COALESCE(?3, not_before), \
+                 last_error = COALESCE(?4, last_error), provider_id = COALESCE(?5, provider_id), delivered_at = COALESCE(?6, delivered_at), \
+                 lease_until = NULL, lease_owner = NULL, updated_at = ?7 \
+                 WHERE id = ?8 AND status = 'sending'",
+            )
+            .bind(c.status.as_str())
+            .bind(a.number as i64)
+            .bind(c.not_before.map(ms))
+            .bind(&a.error)
+            .bind(&c.provider_id)
+            .bind(delivered)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn defer(&self, items: Vec<Deferral>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        for d in &items {
+            sqlx::query(
+                "UPDATE deliveries SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END, \
+                 not_before = ?1, lease_until = NULL, lease_owner = NULL, updated_at = ?2 \
+                 WHERE id = ?3 AND status = 'sending'",
+            )
+            .bind(ms(d.not_before))
+            .bind(now)
+            .bind(id_str(d.delivery_id))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END) FROM deliveries \
+             WHERE status IN ('pending', 'retrying', 'sending')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(v.map(from_ms))
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {
+        let Some(row) = sqlx::query("SELECT body FROM notifications WHERE id = ?")
+            .bind(id_str(id))
+            .fetch_optional(&self.reader)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let notification = notification_from_body(row.try_get("body")?)?;
+        let drows = sqlx::query(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE notification_id = ? ORDER BY id"
+        ))
+        .bind(id_str(id))
+        .fetch_all(&self.reader)
+        .await?;
+        let arows = sqlx::query(
+            "SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.notification_id = ? ORDER BY a.delivery_id, a.number",
+        )
+        .bind(id_str(id))
+        .fetch_all(&self.reader)
+        .await?;
+        let mut attempts: HashMap<Uuid, Vec<Attempt>> = HashMap::new();
+        for r in &arows {
+            let a = Attempt {
+                delivery_id: parse_id(r.try_get("delivery_id")?)?,
+                number: r.try_get::<i64, _>("number")? as u32,
+                started_at: from_ms(r.try_get("started_at")?),
+                outcome: match r.try_get::<&str, _>("outcome")? {
+                    "delivered" => AttemptOutcome::Delivered,
+                    "retry" => AttemptOutcome::Retry,
+                    _ => AttemptOutcome::Rejected,
+                },
+                status_code: r
+                    .try_get::<Option<i64>, _>("status_code")?
+                    .map(|c| c as u16),
+                error: r.try_get("error")?,
+                latency_ms: r.try_get::<i64, _>("latency_ms")? as u64,
+            };
+            attempts.entry(a.delivery_id).or_default().push(a);
+        }
+        let deliveries = drows
+            .iter()
+            .map(|r| {
+                let d = delivery_from_row(r)?;
+                let a = attempts.remove(&d.id).unwrap_or_default();
+                Ok(DeliveryRecord {
+                    delivery: d,
+                    attempts: a,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(NotificationRecord {
+            notification,
+            deliveries,
+        }))
+    }
+
+    async fn list(&self, f: ListFilter) -> Result<Vec<NotificationRecord>> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.body FROM notifications n \
+             WHERE (?1 IS NULL OR n.id < ?1) AND (?2 IS NULL OR n.severity = ?2) \
+               AND (?3 IS NULL OR n.created_at >= ?3) AND (?4 IS NULL OR n.created_at < ?4) \
+               AND ((?5 IS NULL AND ?6 IS NULL) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id \
+                    AND (?5 IS NULL OR d.status = ?5) AND (?6 IS NULL OR d.channel = ?6))) \
+             ORDER BY n.id DESC LIMIT ?7",
+        )
+        .bind(f.cursor.map(id_str))
+        .bind(f.severity.map(|s| s.as_str()))
+        .bind(f.since.map(ms))
+        .bind(f.until.map(ms))
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(&f.channel)
+        .bind(f.limit.clamp(1, 1000) as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let mut deliveries: HashMap<Uuid, Vec<DeliveryRecord>> = HashMap::new();
+        if !ids.is_empty() {
+            let drows = sqlx::query(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM deliveries WHERE notification_id IN (SELECT value FROM json_each(?)) ORDER BY id"
+            ))
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_all(&self.reader)
+            .await?;
+            for r in &drows {
+                let d = delivery_from_row(r)?;
+                deliveries
+                    .entry(d.notification_id)
+                    .or_default()
+                    .push(DeliveryRecord {
+                        delivery: d,
+                        attempts: Vec::new(),
+                    });
+            }
+        }
+        rows.iter()
+            .map(|r| {
+                let n = notification_from_body(r.try_get("body")?)?;
+                let d = deliveries.remove(&n.id).unwrap_or_default();
+                Ok(NotificationRecord {
+                    notification: n,
+                    deliveries: d,
+                })
+            })
+            .collect()
+    }
+
+    async fn depth(&self) -> Result<Vec<DepthRow>> {
+        let rows = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS n FROM deliveries GROUP BY status, channel",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DepthRow {
+                    channel: r.try_get("channel")?,
+                    status: parse_status(r.try_get("status")?)?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn channel_states(&self) -> Result<Vec<ChannelState>> {
+        let rows = sqlx::query("SELECT * FROM channel_state ORDER BY channel")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(state_from_row).collect()
+    }
+
+    async fn patch_channel(&self, channel: &str, p: ChannelPatch) -> Result<ChannelState> {
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT INTO channel_state (channel, updated_at) VALUES (?, ?) ON CONFLICT (channel) DO NOTHING")
+            .bind(channel)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // Each field: `?n` = 1 to set, then the value.
+        sqlx::query(
+            "UPDATE channel_state SET \
+               enabled = CASE WHEN ?1 THEN ?2 ELSE enabled END, \
+               disabled_reason = CASE WHEN ?3 THEN ?4 ELSE disabled_reason END, \
+               paused_until = CASE WHEN ?5 THEN ?6 ELSE paused_until END, \
+               muted_until = CASE WHEN ?7 THEN ?8 ELSE muted_until END, \
+               last_error = COALESCE(?9, last_error), last_error_at = COALESCE(?10, last_error_at), \
+               last_success_at = COALESCE(?11, last_success_at), updated_at = ?12 \
+             WHERE channel = ?13",
+        )
+        .bind(p.enabled.is_some())
+        .bind(p.enabled.flatten())
+        .bind(p.disabled_reason.is_some())
+        .bind(p.disabled_reason.clone().flatten())
+        .bind(p.paused_until.is_some())
+        .bind(p.paused_until.flatten().map(ms))
+        .bind(p.muted_until.is_some())
+        .bind(p.muted_until.flatten().map(ms))
+        .bind(p.last_error.as_ref().map(|(e, _)| e.clone()))
+        .bind(p.last_error.as_ref().map(|(_, t)| ms(*t)))
+        .bind(p.last_success_at.map(ms))
+        .bind(now)
+        .bind(channel)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM channel_state WHERE channel = ?")
+            .bind(channel)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        state_from_row(&row)
+    }
+}
+
+fn state_from_row(r: &SqliteRow) -> Result<ChannelState> {
+    let t = |c: &str| -> Result<Option<DateTime<Utc>>> {
+        Ok(r.try_get::<Option<i64>, _>(c)?.map(from_ms))
+    };
+    Ok(ChannelState {
+        channel: r.try_get("channel")?,
+        enabled: r.try_get::<Option<bool>, _>("enabled")?,
+        disabled_reason: r.try_get("disabled_reason")?,
+        paused_until: t("paused_until")?,
+        muted_until: t("muted_until")?,
+        last_error: r.try_get("last_error")?,
+        last_error_at: t("last_error_at")?,
+        last_success_at: t("last_success_at")?,
+    })
+}

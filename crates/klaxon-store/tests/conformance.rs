@@ -1,0 +1,414 @@
+//! The store conformance suite: what every backend must do, written once against the `Store`
+//! trait. SQLite runs it here; the PostgreSQL backend will run the same functions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use klaxon_core::model::{
+    Attempt, AttemptOutcome, DeliveryStatus, Notification, Priority, Severity, new_id,
+};
+use klaxon_store::{
+    ChannelPatch, ClaimRequest, Completion, Deferral, ListFilter, NewDelivery, NewEntry, Store,
+};
+
+async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = klaxon_store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    (store, dir)
+}
+
+fn entry(n: Notification, channels: &[&str]) -> NewEntry {
+    NewEntry {
+        deliveries: channels
+            .iter()
+            .map(|c| NewDelivery {
+                id: new_id(),
+                channel: c.to_string(),
+                target: None,
+            })
+            .collect(),
+        notification: n,
+    }
+}
+
+fn claim_req(limit: usize) -> ClaimRequest {
+    ClaimRequest {
+        now: Utc::now(),
+        limit,
+        lease: Duration::from_secs(30),
+        owner: "w1".into(),
+        skip_channels: vec![],
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    insert_and_get_round_trip,
+    idempotency_key_returns_first,
+    claims_in_priority_order_and_once,
+    expired_lease_is_reclaimed,
+    complete_records_attempts_and_status,
+    defer_and_send_at_respect_not_before,
+    expired_notifications_are_not_claimed,
+    skip_channels_untouched,
+    list_filters_and_cursor,
+    channel_state_persists,
+);
+
+async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
+    let n = Notification::new("hello")
+        .title("t")
+        .data("price", 1.5)
+        .tag("x");
+    let id = n.id;
+    let r = store
+        .insert(vec![entry(n.clone(), &["a", "b"])])
+        .await
+        .unwrap();
+    assert_eq!(r[0].notification_id, id);
+    assert!(!r[0].duplicate);
+    assert_eq!(r[0].deliveries.len(), 2);
+    let got = store.get(id).await.unwrap().unwrap();
+    assert_eq!(got.notification, n);
+    assert_eq!(got.deliveries.len(), 2);
+    assert!(
+        got.deliveries
+            .iter()
+            .all(|d| d.delivery.status == DeliveryStatus::Pending)
+    );
+    assert!(store.get(new_id()).await.unwrap().is_none());
+}
+
+async fn idempotency_key_returns_first(store: Arc<dyn Store>) {
+    let a = Notification::new("one").idempotency_key("k1");
+    let b = Notification::new("two").idempotency_key("k1");
+    let c = Notification::new("three").idempotency_key("k1");
+    let first = store.insert(vec![entry(a.clone(), &["x"])]).await.unwrap();
+    // A repeat inside one batch and in a later one both return the first.
+    let again = store
+        .insert(vec![entry(b, &["x"]), entry(c, &["x"])])
+        .await
+        .unwrap();
+    for r in &again {
+        assert!(r.duplicate);
+        assert_eq!(r.notification_id, a.id);
+        assert_eq!(r.deliveries, first[0].deliveries);
+    }
+    let all = store
+        .list(ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+async fn claims_in_priority_order_and_once(store: Arc<dyn Store>) {
+    let low = Notification::new("low").severity(Severity::Debug);
+    let crit = Notification::new("crit").severity(Severity::Critical);
+    let norm = Notification::new("norm");
+    store
+        .insert(vec![
+            entry(low, &["c"]),
+            entry(norm, &["c"]),
+            entry(crit, &["c"]),
+        ])
+        .await
+        .unwrap();
+    let got = store.claim(claim_req(10)).await.unwrap();
+    let order: Vec<Priority> = got.iter().map(|c| c.notification.priority).collect();
+    assert_eq!(order, [Priority::Critical, Priority::Normal, Priority::Low]);
+    assert!(
+        got.iter()
+            .all(|c| c.delivery.status == DeliveryStatus::Sending)
+    );
+    assert!(
+        store.claim(claim_req(10)).await.unwrap().is_empty(),
+        "leased rows are not claimed twice"
+    );
+}
+
+async fn expired_lease_is_reclaimed(store: Arc<dyn Store>) {
+    store
+        .insert(vec![entry(Notification::new("m"), &["c"])])
+        .await
+        .unwrap();
+    let mut req = claim_req(1);
+    req.lease = Duration::from_millis(1);
+    assert_eq!(store.claim(req).await.unwrap().len(), 1);
+    let mut later = claim_req(1);
+    later.now = Utc::now() + TimeDelta::seconds(1);
+    later.owner = "w2".into();
+    assert_eq!(
+        store.claim(later).await.unwrap().len(),
+        1,
+        "a crashed worker's lease runs out"
+    );
+}
+
+async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
+    let n = Notification::new("m");
+    let id = n.id;
+    store.insert(vec![entry(n, &["c"])]).await.unwrap();
+    let c = store.claim(claim_req(1)).await.unwrap().remove(0);
+    let retry_at = Utc::now() + TimeDelta::seconds(60);
+    store
+        .complete(vec![Completion {
+            attempt: Attempt {
+                delivery_id: c.delivery.id,
+                number: 1,
+                started_at: Utc::now(),
+                outcome: AttemptOutcome::Retry,
+                status_code: Some(503),
+                error: Some("service unavailable".into()),
+                latency_ms: 12,
+            },
+            status: DeliveryStatus::Retrying,
+            not_before: Some(retry_at),
+            provider_id: None,
+        }])
+        .await
+        .unwrap();
+    assert!(
+        store.claim(claim_req(1)).await.unwrap().is_empty(),
+        "not before its retry time"
+    );
+    let mut later = claim_req(1);
+    later.now = retry_at + TimeDelta::seconds(1);
+    let c2 = store.claim(later).await.unwrap().remove(0);
+    assert_eq!(c2.delivery.attempts, 1);
+    store
+        .complete(vec![Completion {
+            attempt: Attempt {
+                delivery_id: c2.delivery.id,
+                number: 2,
+                started_at: Utc::now(),
+                outcome: AttemptOutcome::Delivered,
+                status_code: Some(200),
+                error: None,
+                latency_ms: 5,
+            },
+            status: DeliveryStatus::Delivered,
+            not_before: None,
+            provider_id: Some("msg-1".into()),
+        }])
+        .await
+        .unwrap();
+    let rec = store.get(id).await.unwrap().unwrap();
+    let d = &rec.deliveries[0];
+    assert_eq!(d.delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(d.delivery.provider_id.as_deref(), Some("msg-1"));
+    assert_eq!(
+        d.delivery.last_error.as_deref(),
+        Some("service unavailable")
+    );
+    assert!(d.delivery.delivered_at.is_some());
+    let outcomes: Vec<_> = d
+        .attempts
+        .iter()
+        .map(|a| (a.number, a.outcome, a.status_code))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, AttemptOutcome::Retry, Some(503)),
+            (2, AttemptOutcome::Delivered, Some(200))
+        ]
+    );
+    let depth = store.depth().await.unwrap();
+    assert_eq!(
+        depth
+            .iter()
+            .find(|r| r.status == DeliveryStatus::Delivered)
+            .unwrap()
+            .count,
+        1
+    );
+}
+
+async fn defer_and_send_at_respect_not_before(store: Arc<dyn Store>) {
+    let mut later = Notification::new("scheduled");
+    later.send_at = Some(Utc::now() + TimeDelta::seconds(30));
+    store
+        .insert(vec![
+            entry(later, &["c"]),
+            entry(Notification::new("now"), &["c"]),
+        ])
+        .await
+        .unwrap();
+    let got = store.claim(claim_req(10)).await.unwrap();
+    assert_eq!(got.len(), 1, "send_at in the future waits");
+    let when = Utc::now() + TimeDelta::seconds(5);
+    store
+        .defer(vec![Deferral {
+            delivery_id: got[0].delivery.id,
+            not_before: when,
+        }])
+        .await
+        .unwrap();
+    assert!(store.claim(claim_req(10)).await.unwrap().is_empty());
+    let due = store.next_due().await.unwrap().unwrap();
+    assert!(
+        (due - when).num_milliseconds().abs() < 2,
+        "next_due is the deferred time"
+    );
+}
+
+async fn expired_notifications_are_not_claimed(store: Arc<dyn Store>) {
+    let mut n = Notification::new("stale");
+    n.expires_at = Some(Utc::now() - TimeDelta::seconds(1));
+    let id = n.id;
+    store.insert(vec![entry(n, &["c"])]).await.unwrap();
+    assert!(store.claim(claim_req(10)).await.unwrap().is_empty());
+    let rec = store.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries[0].delivery.status, DeliveryStatus::Expired);
+}
+
+async fn skip_channels_untouched(store: Arc<dyn Store>) {
+    store
+        .insert(vec![entry(Notification::new("m"), &["off", "on"])])
+        .await
+        .unwrap();
+    let mut req = claim_req(10);
+    req.skip_channels = vec!["off".into()];
+    let got = store.claim(req).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].delivery.channel, "on");
+    assert_eq!(
+        store.claim(claim_req(10)).await.unwrap()[0]
+            .delivery
+            .channel,
+        "off"
+    );
+}
+
+async fn list_filters_and_cursor(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let sev = if i % 2 == 0 {
+            Severity::Error
+        } else {
+            Severity::Info
+        };
+        let n = Notification::new(format!("m{i}")).severity(sev);
+        ids.push(n.id);
+        store
+            .insert(vec![entry(n, &[if i < 3 { "a" } else { "b" }])])
+            .await
+            .unwrap();
+    }
+    let page1 = store
+        .list(ListFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page1.iter().map(|r| r.notification.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]]
+    );
+    let page2 = store
+        .list(ListFilter {
+            limit: 2,
+            cursor: Some(ids[3]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|r| r.notification.id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let errors = store
+        .list(ListFilter {
+            limit: 10,
+            severity: Some(Severity::Error),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 3);
+    let on_b = store
+        .list(ListFilter {
+            limit: 10,
+            channel: Some("b".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(on_b.len(), 2);
+    assert_eq!(on_b[0].deliveries[0].delivery.channel, "b");
+    let pending = store
+        .list(ListFilter {
+            limit: 10,
+            status: Some(DeliveryStatus::Pending),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 5);
+}
+
+async fn channel_state_persists(store: Arc<dyn Store>) {
+    let s = store
+        .patch_channel(
+            "tg",
+            ChannelPatch {
+                enabled: Some(Some(false)),
+                disabled_reason: Some(Some("410 Gone".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.enabled, Some(false));
+    let s = store
+        .patch_channel(
+            "tg",
+            ChannelPatch {
+                last_error: Some(("boom".into(), Utc::now())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            s.enabled,
+            s.disabled_reason.as_deref(),
+            s.last_error.as_deref()
+        ),
+        (Some(false), Some("410 Gone"), Some("boom"))
+    );
+    let s = store
+        .patch_channel(
+            "tg",
+            ChannelPatch {
+                enabled: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.enabled, None);
+    assert_eq!(store.channel_states().await.unwrap().len(), 1);
+}
