@@ -306,6 +306,8 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Of those, the ones the provider answered 429 (they do not use up the retry budget).
+    pub throttled: u32,
     pub not_before: DateTime<Utc>,
     pub last_error: Option<String>,
     pub provider_id: Option<String>,

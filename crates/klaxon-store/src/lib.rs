@@ -94,6 +94,8 @@ pub struct Completion {
     /// When the next attempt may run (status `retrying`).
     pub not_before: Option<DateTime<Utc>>,
     pub provider_id: Option<String>,
+    /// The attempt was answered 429 (counted apart from the retry budget).
+    pub throttled: bool,
 }
 
 /// Return a claimed delivery to the queue without an attempt (rate-limited, shutting down).

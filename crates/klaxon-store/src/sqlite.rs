@@ -31,7 +31,7 @@ pub struct SqliteStore {
 /// that dynamic SQL be audited, and these are all static).
 macro_rules! delivery_columns {
     () => {
-        "id, notification_id, channel, target, status, attempts, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at"
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at"
     };
 }
 
@@ -83,6 +83,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
         target: row.try_get("target")?,
         status: parse_status(row.try_get("status")?)?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
+        throttled: row.try_get::<i64, _>("throttled")? as u32,
         not_before: from_ms(row.try_get("not_before")?),
         last_error: row.try_get("last_error")?,
         provider_id: row.try_get("provider_id")?,
@@ -353,7 +354,7 @@ impl Store for SqliteStore {
             .await?;
             let delivered = (c.status == DeliveryStatus::Delivered).then_some(now);
             sqlx::query(
-                "UPDATE deliveries SET status = ?1, attempts = MAX(attempts, ?2), not_before = COALESCE(?3, not_before), \
+                "UPDATE deliveries SET status = ?1, attempts = MAX(attempts, ?2), throttled = throttled + ?9, not_before = COALESCE(?3, not_before), \
                  last_error = COALESCE(?4, last_error), provider_id = COALESCE(?5, provider_id), delivered_at = COALESCE(?6, delivered_at), \
                  lease_until = NULL, lease_owner = NULL, updated_at = ?7 \
                  WHERE id = ?8 AND status = 'sending'",
@@ -366,6 +367,7 @@ impl Store for SqliteStore {
             .bind(delivered)
             .bind(now)
             .bind(&id)
+            .bind(c.throttled as i64)
             .execute(&mut *tx)
             .await?;
         }

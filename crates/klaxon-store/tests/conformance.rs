@@ -184,6 +184,7 @@ async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
             status: DeliveryStatus::Retrying,
             not_before: Some(retry_at),
             provider_id: None,
+            throttled: false,
         }])
         .await
         .unwrap();
@@ -209,6 +210,7 @@ async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
             status: DeliveryStatus::Delivered,
             not_before: None,
             provider_id: Some("msg-1".into()),
+            throttled: false,
         }])
         .await
         .unwrap();

@@ -27,6 +27,9 @@ CREATE TABLE deliveries (
     -- Priority rank (3 = critical): claims take the highest first.
     priority        INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
+    -- Attempts the provider answered with 429: they wait out retry_after but do not use up
+    -- the retry budget, so a rate-limit storm cannot kill an alert.
+    throttled       INTEGER NOT NULL DEFAULT 0,
     not_before      INTEGER NOT NULL,
     expires_at      INTEGER,
     lease_until     INTEGER,

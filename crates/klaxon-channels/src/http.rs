@@ -1,0 +1,82 @@
+//! Shared HTTP plumbing for channels: turn transport errors into verdicts without leaking the
+//! URL (bot tokens live in Telegram's path), read `Retry-After`, and classify answers.
+
+use std::time::Duration;
+
+use klaxon_core::Secret;
+use klaxon_core::secret::redact;
+use klaxon_core::verdict::{Verdict, classify_http, parse_retry_after};
+
+/// Provider error bodies are quoted in attempts; keep them short.
+pub const REASON_MAX: usize = 500;
+
+/// A transport failure (no HTTP answer): always worth retrying. The message names the kind of
+/// failure, never the URL.
+pub fn transport_error(e: &reqwest::Error, timeout: Duration, secrets: &[&Secret]) -> Verdict {
+    let what = if e.is_timeout() {
+        format!("timed out after {}s", timeout.as_secs_f32())
+    } else if e.is_connect() {
+        format!("connection failed: {}", source_chain(e))
+    } else if e.is_body() || e.is_decode() {
+        format!("reading the answer failed: {}", source_chain(e))
+    } else {
+        format!("request failed: {}", source_chain(e))
+    };
+    Verdict::retry(redact(&what, secrets))
+}
+
+/// The innermost causes of an error, without reqwest's own line (which quotes the URL).
+fn source_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        e.without_url_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_string(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_string(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(url) = self.url() {
+            s = s.replace(url.as_str(), "[url]");
+        }
+        s
+    }
+}
+
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// Classifies an answer with the shared rules; `reason` is the provider's text, scrubbed of
+/// secrets and shortened.
+pub fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    reason: &str,
+    secrets: &[&Secret],
+) -> Verdict {
+    classify_http(status, retry_after, short(&redact(reason, secrets)))
+}
+
+pub fn short(text: &str) -> String {
+    klaxon_core::render::truncate_chars(text.trim(), REASON_MAX)
+}
+
+/// Pulls a provider id out of a 2xx verdict's place.
+pub fn delivered(provider_id: Option<String>) -> Verdict {
+    Verdict::Delivered { provider_id }
+}

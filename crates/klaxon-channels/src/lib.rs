@@ -1,0 +1,115 @@
+//! Klaxon's channels: one small module per provider behind one small trait.
+//!
+//! A channel renders (through `klaxon_core::render`), makes its HTTP call(s) and says what
+//! happened as a [`Verdict`]. It never sleeps, retries, rate-limits or batches on its own: the
+//! engine does, from the verdict and the limits the channel declares ([`Channel::limits`]).
+//!
+//! Adding a provider: a module with a struct holding its spec, `limits` from the provider's
+//! documented numbers (named constants with their source), `send` that posts and classifies
+//! with [`http::classify`], and a line in [`build`].
+
+pub mod discord;
+pub mod http;
+pub mod log;
+pub mod telegram;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use klaxon_core::channel_url::Provider;
+use klaxon_core::config::ChannelSpec;
+use klaxon_core::limit::LimitKey;
+use klaxon_core::{Notification, Secret, Verdict};
+use uuid::Uuid;
+
+/// What the engine knows about one send.
+#[derive(Debug, Clone)]
+pub struct SendContext {
+    /// Stable across retries: the `webhook-id` receivers deduplicate on.
+    pub delivery_id: Uuid,
+    /// The recipient within the channel (a chat id), as returned by [`Channel::targets`].
+    pub target: Option<String>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// The verdict plus what else the provider told us.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendReport {
+    pub verdict: Verdict,
+    /// Something the operator should know even on success (a chat migrated, markup dropped).
+    pub note: Option<String>,
+    /// The provider says its bucket is empty: hold further sends this long (Discord's
+    /// `X-RateLimit-Remaining: 0` with `Reset-After`).
+    pub hold: Option<Duration>,
+}
+
+impl From<Verdict> for SendReport {
+    fn from(verdict: Verdict) -> Self {
+        SendReport {
+            verdict,
+            note: None,
+            hold: None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// The provider kind: `telegram`, `discord`, `webhook`, `log`.
+    fn kind(&self) -> &'static str;
+
+    /// Recipients that each get a delivery of their own. Most channels have one (`None`).
+    fn targets(&self) -> Vec<Option<String>> {
+        vec![None]
+    }
+
+    /// The rate limits one send to `target` counts against, with the provider's defaults.
+    fn limits(&self, target: Option<&str>) -> Vec<LimitKey>;
+
+    /// One attempt. Never panics, never sleeps; errors are verdicts.
+    async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport;
+
+    /// Every secret this channel holds, so errors can be scrubbed and tests can check none leaks.
+    fn secrets(&self) -> Vec<&Secret>;
+}
+
+/// Builds the channel a spec describes. `http` is shared by every channel (one pool of
+/// connections per provider host).
+pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
+    match &spec.provider {
+        Provider::Telegram(t) => Arc::new(telegram::Telegram::new(
+            &spec.name,
+            t.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
+        Provider::Discord(d) => Arc::new(discord::Discord::new(
+            &spec.name,
+            d.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
+        Provider::Webhook(w) => Arc::new(webhook::Webhook::new(
+            &spec.name,
+            w.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
+        Provider::Log => Arc::new(log::Log::new(&spec.name)),
+    }
+}
+
+/// The HTTP client every channel shares: rustls, no redirects (Standard Webhooks treats 3xx as
+/// failure, and following one could carry a token elsewhere), bounded connect time.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("Klaxon/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds with a TLS provider installed")
+}

@@ -1,0 +1,248 @@
+//! Telegram Bot API `sendMessage` (PROVIDERS.md §1).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use klaxon_core::channel_url::TelegramSpec;
+use klaxon_core::limit::{LimitKey, Rate};
+use klaxon_core::render::telegram::{MAX_TEXT, ParseMode, render};
+use klaxon_core::{Notification, Secret, Verdict};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{Channel, SendContext, SendReport, http};
+
+/// The bots FAQ (PROVIDERS.md §1): about 1 message/s per chat, at most 20/min per group, about
+/// 30/s per bot. Each interval is stretched by 3 % so loopback and network jitter cannot push
+/// two sends inside the provider's window: zero 429s matters more than the last 3 % of speed.
+pub const PER_CHAT: Rate = Rate::new(1, Duration::from_millis(1030), 1);
+pub const PER_GROUP: Rate = Rate::new(20, Duration::from_millis(61_800), 1);
+pub const PER_BOT: Rate = Rate::new(30, Duration::from_millis(1030), 1);
+
+pub struct Telegram {
+    name: String,
+    spec: TelegramSpec,
+    http: reqwest::Client,
+    timeout: Duration,
+    /// The bot's limit key: a hash of the token, so every channel sharing a bot shares the
+    /// limit and the key never carries the token itself.
+    bot_key: String,
+    /// Groups that Telegram told us became supergroups: old id → new id.
+    migrated: Mutex<HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    ok: bool,
+    result: Option<Value>,
+    description: Option<String>,
+    parameters: Option<Parameters>,
+}
+
+#[derive(Deserialize)]
+struct Parameters {
+    retry_after: Option<f64>,
+    migrate_to_chat_id: Option<i64>,
+}
+
+/// One `sendMessage` outcome, before it becomes a verdict.
+enum Sent {
+    Ok(Option<String>),
+    CantParse(String),
+    Migrated(String),
+    Failed(Verdict),
+}
+
+impl Telegram {
+    pub fn new(name: &str, spec: TelegramSpec, http: reqwest::Client, timeout: Duration) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        spec.token.expose().hash(&mut h);
+        Telegram {
+            name: name.to_string(),
+            bot_key: format!("telegram-bot:{:016x}", h.finish()),
+            spec,
+            http,
+            timeout,
+            migrated: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn chat(&self, target: &str) -> String {
+        let m = self.migrated.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(target).cloned().unwrap_or_else(|| target.to_string())
+    }
+
+    async fn send_one(&self, chat: &str, text: &str, mode: ParseMode) -> Sent {
+        let url = format!(
+            "{}/bot{}/sendMessage",
+            self.spec.api_base,
+            self.spec.token.expose()
+        );
+        let mut body = json!({
+            "chat_id": chat,
+            "text": text,
+            "disable_notification": self.spec.silent,
+            "link_preview_options": {"is_disabled": !self.spec.preview},
+        });
+        if let Some(p) = mode.api_name() {
+            body["parse_mode"] = json!(p);
+        }
+        if let Some(t) = self.spec.thread {
+            body["message_thread_id"] = json!(t);
+        }
+        let secrets = [&self.spec.token];
+        let resp = match self
+            .http
+            .post(url)
+            .timeout(self.timeout)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Sent::Failed(http::transport_error(&e, self.timeout, &secrets)),
+        };
+        let status = resp.status().as_u16();
+        let header_wait = http::retry_after(resp.headers());
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => return Sent::Failed(http::transport_error(&e, self.timeout, &secrets)),
+        };
+        let Ok(answer) = serde_json::from_str::<Answer>(&text) else {
+            // Not the Bot API's shape (a proxy's error page): classify by status alone.
+            return Sent::Failed(http::classify(
+                status,
+                header_wait,
+                &format!("HTTP {status}: {text}"),
+                &secrets,
+            ));
+        };
+        if answer.ok && (200..300).contains(&status) {
+            let id = answer
+                .result
+                .as_ref()
+                .and_then(|r| r.get("message_id"))
+                .map(|v| v.to_string());
+            return Sent::Ok(id);
+        }
+        let description = answer
+            .description
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let params = answer.parameters;
+        if let Some(new) = params.as_ref().and_then(|p| p.migrate_to_chat_id) {
+            return Sent::Migrated(new.to_string());
+        }
+        if status == 400 && description.contains("can't parse entities") {
+            return Sent::CantParse(description);
+        }
+        let wait = params
+            .and_then(|p| p.retry_after)
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .or(header_wait);
+        Sent::Failed(http::classify(status, wait, &description, &secrets))
+    }
+}
+
+#[async_trait]
+impl Channel for Telegram {
+    fn kind(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn targets(&self) -> Vec<Option<String>> {
+        self.spec.chats.iter().cloned().map(Some).collect()
+    }
+
+    fn limits(&self, target: Option<&str>) -> Vec<LimitKey> {
+        let mut keys = vec![LimitKey {
+            key: self.bot_key.clone(),
+            rate: PER_BOT,
+        }];
+        if let Some(chat) = target {
+            let chat = self.chat(chat);
+            keys.push(LimitKey {
+                key: format!("{}:chat:{chat}", self.bot_key),
+                rate: PER_CHAT,
+            });
+            if chat.starts_with('-') {
+                keys.push(LimitKey {
+                    key: format!("{}:group:{chat}", self.bot_key),
+                    rate: PER_GROUP,
+                });
+            }
+        }
+        keys
+    }
+
+    async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
+        let Some(target) = cx.target.as_deref() else {
+            return Verdict::reject("telegram delivery without a chat").into();
+        };
+        let mut chat = self.chat(target);
+        let mut mode = self.spec.parse_mode;
+        let mut parts = render(n, mode, MAX_TEXT);
+        let mut ids = Vec::new();
+        let mut notes = Vec::new();
+        let mut i = 0;
+        // Each recovery (plain text, migrated chat) is allowed once per attempt.
+        let (mut plain_retry, mut migrate_retry) = (true, true);
+        while i < parts.len() {
+            match self.send_one(&chat, &parts[i], mode).await {
+                Sent::Ok(id) => {
+                    ids.extend(id);
+                    i += 1;
+                }
+                Sent::CantParse(why) if plain_retry && mode != ParseMode::Plain => {
+                    plain_retry = false;
+                    tracing::warn!(channel = %self.name, reason = %why, "Telegram rejected the markup; resending as plain text");
+                    notes.push(format!(
+                        "sent as plain text: Telegram said \"{}\"",
+                        http::short(&why)
+                    ));
+                    mode = ParseMode::Plain;
+                    parts = render(n, mode, MAX_TEXT);
+                    i = i.min(parts.len().saturating_sub(1));
+                }
+                Sent::Migrated(new) if migrate_retry => {
+                    migrate_retry = false;
+                    let msg = format!(
+                        "chat {chat} migrated to supergroup {new}: update this channel's chat id"
+                    );
+                    tracing::warn!(channel = %self.name, "{msg}");
+                    notes.push(msg);
+                    self.migrated
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(target.to_string(), new.clone());
+                    chat = new;
+                }
+                Sent::CantParse(why) => return Verdict::reject(http::short(&why)).into(),
+                Sent::Migrated(new) => {
+                    return Verdict::reject(format!("chat migrated twice (now {new})")).into();
+                }
+                Sent::Failed(v) => {
+                    return SendReport {
+                        verdict: v,
+                        note: (!notes.is_empty()).then(|| notes.join("; ")),
+                        hold: None,
+                    };
+                }
+            }
+        }
+        SendReport {
+            verdict: Verdict::Delivered {
+                provider_id: (!ids.is_empty()).then(|| ids.join(",")),
+            },
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            hold: None,
+        }
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.spec.token]
+    }
+}

@@ -1,0 +1,449 @@
+//! The HTTP API (PRODUCT.md §4): notifications and events in; history, status, health and
+//! metrics out. Handlers parse and validate at the edge and hand typed values to `ingest`.
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use klaxon_core::input::{Envelope, InputError, NotificationRequest, from_json};
+use klaxon_core::model::{DeliveryStatus, Notification, Severity};
+use klaxon_store::{Inserted, ListFilter, NotificationRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub use self::error::ApiError;
+use crate::app::Shared;
+
+/// Most items in one batch (PRODUCT.md §4).
+pub const BATCH_MAX: usize = 1000;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/v1/notifications",
+            post(post_notification).get(list_notifications),
+        )
+        .route("/api/v1/notifications/batch", post(post_batch))
+        .route("/api/v1/notifications/{id}", get(get_notification))
+        .route("/api/v1/events", post(post_events))
+        .route("/api/v1/channels", get(list_channels))
+        .route("/api/v1/channels/{name}", get(get_channel))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(shared.config.server.body_limit))
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see PRODUCT.md §4 for the API")
+}
+
+/// Bearer-token check for `/api/`, in constant time.
+async fn require_token(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.config.server.api_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong `Authorization: Bearer` token",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The body as JSON, with errors a person can act on (413 over the limit, 400 with position).
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "payload_too_large",
+                "the request body is over the configured limit (server.body_limit)",
+            )
+        } else {
+            ApiError::new(status, "bad_body", r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
+}
+
+fn accepted(r: &Inserted) -> Value {
+    json!({
+        "id": r.notification_id,
+        "status": if r.duplicate { "duplicate" } else { "accepted" },
+        "deliveries": r.deliveries,
+    })
+}
+
+async fn post_notification(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let v = json_body(body)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "expected a JSON object (for many, use /api/v1/notifications/batch)",
+        ));
+    }
+    let n = from_json::<NotificationRequest>(v, "")?.into_notification("api", "")?;
+    let r = s.ingest.submit(n).await?;
+    let code = if r.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(accepted(&r))).into_response())
+}
+
+/// Validates each item, commits the valid ones in one transaction, answers per item.
+async fn accept_many(
+    s: &Shared,
+    items: Vec<Result<Notification, InputError>>,
+) -> Result<Response, ApiError> {
+    let mut planned = Vec::new();
+    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item.and_then(|n| s.ingest.plan(n, &format!("[{i}]"))) {
+            Ok(entry) => {
+                planned.push((i, entry));
+                results.push(Value::Null);
+            }
+            Err(e) => results.push(json!({"index": i, "error": ApiError::from(e).body()["error"]})),
+        }
+    }
+    let accepted_count = planned.len();
+    if accepted_count > 0 {
+        let (idx, entries): (Vec<usize>, Vec<_>) = planned.into_iter().unzip();
+        let done = s.ingest.commit(entries).await?;
+        for (i, r) in idx.into_iter().zip(done) {
+            let mut v = accepted(&r);
+            v["index"] = json!(i);
+            results[i] = v;
+        }
+    }
+    let rejected = results.len() - accepted_count;
+    let code = if accepted_count > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Ok((
+        code,
+        Json(json!({"accepted": accepted_count, "rejected": rejected, "results": results})),
+    )
+        .into_response())
+}
+
+fn array_of(v: Value, what: &str) -> Result<Vec<Value>, ApiError> {
+    match v {
+        Value::Array(a) if a.is_empty() => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the array of {what} is empty"),
+        )),
+        Value::Array(a) if a.len() > BATCH_MAX => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("{} {what}; at most {BATCH_MAX} per request", a.len()),
+        )),
+        Value::Array(a) => Ok(a),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("expected a JSON array of {what}"),
+        )),
+    }
+}
+
+async fn post_batch(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let items = array_of(json_body(body)?, "notifications")?;
+    let parsed = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let p = format!("[{i}]");
+            from_json::<NotificationRequest>(v, &p)?.into_notification("api", &p)
+        })
+        .collect();
+    accept_many(&s, parsed).await
+}
+
+async fn post_events(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let v = json_body(body)?;
+    if v.is_object() {
+        let n = from_json::<Envelope>(v, "")?.into_notification("api", "")?;
+        let r = s.ingest.submit(n).await?;
+        let code = if r.duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        return Ok((code, Json(accepted(&r))).into_response());
+    }
+    let items = array_of(v, "events")?;
+    let parsed = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let p = format!("[{i}]");
+            from_json::<Envelope>(v, &p)?.into_notification("api", &p)
+        })
+        .collect();
+    accept_many(&s, parsed).await
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_request("invalid_field", format!("`{id}` is not a notification id"))
+            .field("id")
+    })
+}
+
+fn record_json(r: &NotificationRecord, with_attempts: bool) -> Value {
+    let mut v = serde_json::to_value(&r.notification).unwrap_or_default();
+    // Attachments can be large; the history shows their names, the detail view everything.
+    if !with_attempts && let Some(a) = v.get_mut("attachments").and_then(Value::as_array_mut) {
+        for item in a {
+            if let Some(o) = item.as_object_mut() {
+                o.remove("content_base64");
+            }
+        }
+    }
+    let deliveries: Vec<Value> = r
+        .deliveries
+        .iter()
+        .map(|d| {
+            let mut dv = serde_json::to_value(&d.delivery).unwrap_or_default();
+            if with_attempts {
+                dv["attempts"] = serde_json::to_value(&d.attempts).unwrap_or_default();
+            }
+            dv
+        })
+        .collect();
+    v["deliveries"] = Value::Array(deliveries);
+    v
+}
+
+async fn get_notification(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let r = s
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no notification {id}")))?;
+    Ok(Json(record_json(&r, true)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    channel: Option<String>,
+    severity: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    v.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::bad_request("invalid_field", format!("`{t}` is not an RFC 3339 time"))
+                    .field(field)
+            })
+    })
+    .transpose()
+}
+
+async fn list_notifications(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let status = q
+        .status
+        .map(|v| {
+            v.parse::<DeliveryStatus>()
+                .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()).field("status"))
+        })
+        .transpose()?;
+    let severity = q
+        .severity
+        .map(|v| {
+            v.parse::<Severity>().map_err(|e| {
+                ApiError::bad_request("invalid_field", e.to_string()).field("severity")
+            })
+        })
+        .transpose()?;
+    let limit = match q.limit {
+        None => 50,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(
+                    ApiError::bad_request("invalid_field", "`limit` must be 1–1000").field("limit"),
+                );
+            }
+        },
+    };
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(parse_id)
+        .transpose()
+        .map_err(|e| e.field("cursor"))?;
+    let filter = ListFilter {
+        status,
+        channel: q.channel,
+        severity,
+        since: query_time(q.since, "since")?,
+        until: query_time(q.until, "until")?,
+        limit,
+        cursor,
+    };
+    let items = s.store.list(filter).await?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|r| r.notification.id))
+        .flatten();
+    Ok(Json(json!({
+        "items": items.iter().map(|r| record_json(r, false)).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn channel_views(s: &Shared) -> Vec<Value> {
+    let depth = s.store.depth().await.unwrap_or_default();
+    let now = Utc::now();
+    s.registry
+        .all()
+        .map(|rt| {
+            let mut v = serde_json::to_value(rt.view(now)).unwrap_or_default();
+            let backlog: i64 = depth
+                .iter()
+                .filter(|r| r.channel == rt.spec.name && !r.status.is_final())
+                .map(|r| r.count)
+                .sum();
+            let dead: i64 = depth
+                .iter()
+                .filter(|r| r.channel == rt.spec.name && r.status == DeliveryStatus::Dead)
+                .map(|r| r.count)
+                .sum();
+            v["backlog"] = json!(backlog);
+            v["dead"] = json!(dead);
+            v
+        })
+        .collect()
+}
+
+async fn list_channels(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({"channels": channel_views(&s).await}))
+}
+
+async fn get_channel(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    channel_views(&s)
+        .await
+        .into_iter()
+        .find(|v| v["name"] == json!(name))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no channel named `{name}`")))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    match s.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "store": "ok"})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "store": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let store_ok = s.store.ping().await.is_ok();
+    let depth = s.store.depth().await.unwrap_or_default();
+    let mut queue = serde_json::Map::new();
+    for st in DeliveryStatus::ALL {
+        let n: i64 = depth
+            .iter()
+            .filter(|r| r.status == st)
+            .map(|r| r.count)
+            .sum();
+        queue.insert(st.as_str().into(), json!(n));
+    }
+    let kind = s.config.store.url.split(':').next().unwrap_or("");
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": (Utc::now() - s.started_at).num_seconds(),
+        "store": {"kind": kind, "ok": store_ok},
+        "queue": queue,
+        "in_flight": s.engine.in_flight(),
+        "channels": channel_views(&s).await,
+    }))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8"
+            .parse()
+            .expect("static header"),
+    );
+    (headers, s.metrics.render())
+}

@@ -1,0 +1,135 @@
+//! The assembled service: configuration in, store opened and migrated, channels built, engine
+//! and group committer running. The HTTP API, the CLI and the library all start from here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use klaxon_core::config::Config;
+use klaxon_core::model::DeliveryStatus;
+use klaxon_store::Store;
+use klaxon_store::group::GroupCommitter;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::deliver::registry::Registry;
+use crate::deliver::{Engine, EngineHandle};
+use crate::ingest::Ingest;
+
+/// What every part of a running service shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub ingest: Ingest,
+    pub engine: Arc<Engine>,
+    pub started_at: DateTime<Utc>,
+    pub metrics: PrometheusHandle,
+}
+
+pub struct Service {
+    pub shared: Arc<Shared>,
+    engine: EngineHandle,
+    gauges: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] klaxon_store::StoreError),
+}
+
+/// rustls needs one process-wide crypto provider; ring keeps the build free of aws-lc.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Service {
+    pub async fn start(config: Config) -> Result<Service, StartError> {
+        install_crypto();
+        let metrics = crate::metrics::handle();
+        let store = klaxon_store::open(&config.store.url).await?;
+        store.migrate().await?;
+        let persisted = store.channel_states().await?;
+        let http = klaxon_channels::http_client();
+        let registry = Arc::new(Registry::new(
+            &config.channels,
+            &http,
+            &config.delivery.breaker,
+            &persisted,
+        ));
+        let engine = Engine::start(
+            store.clone(),
+            registry.clone(),
+            config.delivery.clone(),
+            config.store.lease,
+        );
+        let committer = GroupCommitter::start(store.clone(), config.store.group_commit_max);
+        let ingest = Ingest::new(
+            registry.clone(),
+            config.routes.clone(),
+            committer,
+            engine.engine.clone(),
+        );
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            registry: registry.clone(),
+            ingest,
+            engine: engine.engine.clone(),
+            started_at: Utc::now(),
+            metrics,
+            config,
+        });
+        let gauges = tokio::spawn(refresh_gauges(store, registry));
+        for rt in shared.registry.all() {
+            tracing::info!(
+                channel = %rt.spec.name,
+                destination = %klaxon_core::channel_url::describe(&rt.spec.provider),
+                enabled = rt.enabled(),
+                "channel ready"
+            );
+        }
+        Ok(Service {
+            shared,
+            engine,
+            gauges,
+        })
+    }
+
+    /// Stops delivery: in-flight sends get `grace` to finish, the rest go back to the store.
+    pub async fn shutdown(self, grace: Duration) {
+        self.gauges.abort();
+        self.engine.shutdown(grace).await;
+    }
+}
+
+/// Keeps `klaxon_queue_depth` and `klaxon_channel_up` current.
+async fn refresh_gauges(store: Arc<dyn Store>, registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Ok(rows) = store.depth().await {
+            for rt in registry.all() {
+                for status in DeliveryStatus::ALL {
+                    let n = rows
+                        .iter()
+                        .find(|r| r.channel == rt.spec.name && r.status == status)
+                        .map_or(0, |r| r.count);
+                    metrics::gauge!("klaxon_queue_depth", "channel" => rt.spec.name.clone(), "status" => status.as_str()).set(n as f64);
+                }
+            }
+        }
+        for rt in registry.all() {
+            let up = rt.enabled()
+                && rt
+                    .breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_closed();
+            metrics::gauge!("klaxon_channel_up", "channel" => rt.spec.name.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! The delivery engine: claims due deliveries from the store, highest priority first; holds
+//! each until its rate-limit slot; sends through the channel; records the attempt and what
+//! follows (delivered, rescheduled, dead) in grouped transactions.
+//!
+//! Invariants:
+//! - The store is the queue. Nothing is delivered that was not claimed with a lease, and a
+//!   retry is a rescheduled row: no task sleeps through a backoff. Tasks wait at most
+//!   `HOLD_MAX` for a rate-limit slot; a longer wait goes back to the store as `not_before`.
+//! - A channel's own state (breaker, pause, switch) is decided here from verdicts; channels
+//!   only report.
+//! - Shutdown stops claiming, lets sends in flight finish within the grace period, and hands
+//!   everything else back to the store.
+
+pub mod decide;
+pub mod registry;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use klaxon_channels::SendContext;
+use klaxon_core::config::DeliveryConfig;
+use klaxon_core::limit::{LimitKey, Limiter};
+use klaxon_core::model::DeliveryStatus;
+use klaxon_core::retry::RetryPolicy;
+use klaxon_core::verdict::Verdict;
+use klaxon_store::{ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Store};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use self::decide::{Effects, decide};
+use self::registry::{Registry, Runtime};
+
+/// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
+/// back to the store with `not_before` at the slot.
+const HOLD_MAX: Duration = Duration::from_millis(1500);
+/// Most deliveries claimed in one round.
+const CLAIM_MAX: usize = 256;
+/// The scheduler looks at the store at least this often (expired leases of crashed workers,
+/// rows written by another process).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Completions written in one transaction.
+const COMPLETE_BATCH: usize = 512;
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    cfg: DeliveryConfig,
+    lease: Duration,
+    owner: String,
+    limiter: Mutex<Limiter>,
+    origin: Instant,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    completions: mpsc::Sender<Completion>,
+    /// Claimed and not yet completed: handed back to the store on shutdown.
+    in_flight: Mutex<HashSet<Uuid>>,
+    /// Lets a delivery through the circuit only as the half-open probe.
+    tasks: TaskTracker,
+}
+
+/// Handle to the engine's background work, to stop it.
+pub struct EngineHandle {
+    pub engine: Arc<Engine>,
+    cancel: CancellationToken,
+    scheduler: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+    stop_writer: CancellationToken,
+}
+
+impl Engine {
+    pub fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        cfg: DeliveryConfig,
+        lease: Duration,
+    ) -> EngineHandle {
+        let (tx, rx) = mpsc::channel(COMPLETE_BATCH * 8);
+        let engine = Arc::new(Engine {
+            store: store.clone(),
+            registry,
+            slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            cfg,
+            lease,
+            owner: format!("{}-{}", hostname(), klaxon_core::model::new_id()),
+            limiter: Mutex::new(Limiter::new()),
+            origin: Instant::now(),
+            wake: Notify::new(),
+            completions: tx,
+            in_flight: Mutex::new(HashSet::new()),
+            tasks: TaskTracker::new(),
+        });
+        // Pauses persisted by an earlier run (a 429's retry_after) still hold.
+        for rt in engine.registry.all() {
+            let paused = rt
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .paused_until;
+            if let Some(until) = paused.filter(|t| *t > Utc::now()) {
+                engine.pause(rt, (until - Utc::now()).to_std().unwrap_or_default());
+            }
+        }
+        let cancel = CancellationToken::new();
+        let stop_writer = CancellationToken::new();
+        let writer = tokio::spawn(write_completions(store, rx, stop_writer.clone()));
+        let scheduler = tokio::spawn(engine.clone().schedule(cancel.clone()));
+        EngineHandle {
+            engine,
+            cancel,
+            scheduler,
+            writer,
+            stop_writer,
+        }
+    }
+
+    /// New work was committed: look now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn mono(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn policy(&self, rt: &Runtime) -> RetryPolicy {
+        rt.spec
+            .retry
+            .clone()
+            .unwrap_or_else(|| self.cfg.retry.clone())
+    }
+
+    async fn schedule(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let free = self.slots.available_permits();
+            let claimed = if free == 0 {
+                0
+            } else {
+                match self.claim_round(free.min(CLAIM_MAX), &cancel).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
+                }
+            };
+            if claimed > 0 && claimed == free.min(CLAIM_MAX) {
+                // Probably more due: go again at once (after giving senders a turn).
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wait = if free == 0 {
+                IDLE_POLL
+            } else {
+                match self.store.next_due().await {
+                    Ok(Some(t)) => (t - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(IDLE_POLL),
+                    _ => IDLE_POLL,
+                }
+            };
+            if wait.is_zero() && claimed == 0 && free > 0 {
+                // Due rows exist but were all skipped (blocked channel): do not spin.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Channels whose rows should stay in the store for now.
+    fn blocked_channels(&self, now: Duration) -> Vec<String> {
+        self.registry
+            .all()
+            .filter(|rt| {
+                if !rt.enabled() {
+                    return true;
+                }
+                let b = rt.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                b.blocked_until().is_some_and(|until| until > now)
+            })
+            .map(|rt| rt.spec.name.clone())
+            .collect()
+    }
+
+    async fn claim_round(
+        self: &Arc<Self>,
+        limit: usize,
+        cancel: &CancellationToken,
+    ) -> Result<usize, klaxon_store::StoreError> {
+        let now_mono = self.mono();
+        let claimed = self
+            .store
+            .claim(ClaimRequest {
+                now: Utc::now(),
+                limit,
+                lease: self.lease,
+                owner: self.owner.clone(),
+                skip_channels: self.blocked_channels(now_mono),
+            })
+            .await?;
+        let n = claimed.len();
+        let mut deferrals = Vec::new();
+        for c in claimed {
+            let Some(rt) = self.registry.get(&c.delivery.channel).cloned() else {
+                // Its channel was removed from the configuration: it can never be sent.
+                let reason = format!("channel `{}` is no longer configured", c.delivery.channel);
+                let v = Verdict::reject(reason);
+                let (completion, _) = decide(
+                    &c.delivery,
+                    &v,
+                    &self.cfg.retry,
+                    Utc::now(),
+                    Duration::ZERO,
+                    Utc::now(),
+                );
+                let _ = self.completions.send(completion).await;
+                continue;
+            };
+            // The circuit may have opened since the claim, or this may be the half-open probe.
+            let allowed = rt
+                .breaker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allow(now_mono);
+            if !allowed {
+                deferrals.push(Deferral {
+                    delivery_id: c.delivery.id,
+                    not_before: Utc::now() + TimeDelta::seconds(1),
+                });
+                continue;
+            }
+            let mut keys = rt.channel.limits(c.delivery.target.as_deref());
+            keys.push(rt.channel_key());
+            let at = {
+                let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+                let earliest = limiter.earliest(&keys, now_mono);
+                if earliest - now_mono > HOLD_MAX {
+                    deferrals.push(Deferral {
+                        delivery_id: c.delivery.id,
+                        not_before: Utc::now()
+                            + TimeDelta::from_std(earliest - now_mono).unwrap_or_default(),
+                    });
+                    continue;
+                }
+                limiter.reserve(&keys, now_mono)
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                // More claimed than slots (another path took one): hand it straight back.
+                deferrals.push(Deferral {
+                    delivery_id: c.delivery.id,
+                    not_before: Utc::now(),
+                });
+                continue;
+            };
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.delivery.id);
+            let engine = self.clone();
+            let cancel = cancel.clone();
+            let deadline = self.origin + at;
+            self.tasks.spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => engine.dispatch(rt, c).await,
+                    _ = cancel.cancelled() => {
+                        // Shutting down before its slot came: back to the store, untried.
+                        engine.release(vec![c.delivery.id]).await;
+                    }
+                }
+            });
+        }
+        if !deferrals.is_empty() {
+            self.store.defer(deferrals).await?;
+        }
+        Ok(n)
+    }
+
+    async fn dispatch(self: Arc<Self>, rt: Arc<Runtime>, c: Claimed) {
+        let cx = SendContext {
+            delivery_id: c.delivery.id,
+            target: c.delivery.target.clone(),
+            attempt: c.delivery.attempts + 1,
+        };
+        let started_at = Utc::now();
+        let t0 = Instant::now();
+        // Channels time out each request; this bounds a multi-part send as a whole.
+        let report = match tokio::time::timeout(
+            rt.spec.timeout * 4 + Duration::from_secs(5),
+            rt.channel.send(&c.notification, &cx),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Verdict::retry(format!(
+                "send did not finish within {:?}",
+                rt.spec.timeout * 4
+            ))
+            .into(),
+        };
+        let latency = t0.elapsed();
+        let now = Utc::now();
+        let (completion, effects) = decide(
+            &c.delivery,
+            &report.verdict,
+            &self.policy(&rt),
+            started_at,
+            latency,
+            now,
+        );
+        if let Some(note) = &report.note {
+            tracing::warn!(channel = %rt.spec.name, delivery = %c.delivery.id, "{note}");
+        }
+        if let Some(hold) = report.hold {
+            self.pause(&rt, hold);
+        }
+        self.account(&rt, &c, &completion, &effects, now).await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&c.delivery.id);
+        if self.completions.send(completion).await.is_err() {
+            tracing::error!(delivery = %c.delivery.id, "completion writer stopped; the lease will expire and the delivery be retried");
+        }
+    }
+
+    /// Metrics, counters, breaker, pauses and persisted channel state after an attempt.
+    async fn account(
+        &self,
+        rt: &Runtime,
+        c: &Claimed,
+        done: &Completion,
+        effects: &Effects,
+        now: DateTime<Utc>,
+    ) {
+        let name = rt.spec.name.clone();
+        let outcome = done.status.as_str();
+        metrics::counter!("klaxon_deliveries_total", "channel" => name.clone(), "outcome" => outcome).increment(1);
+        match done.status {
+            DeliveryStatus::Delivered => {
+                rt.delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let secs = (now - c.notification.created_at)
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                metrics::histogram!("klaxon_delivery_seconds", "channel" => name.clone())
+                    .record(secs);
+                rt.breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .on_success();
+                let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.last_success_at = Some(now);
+            }
+            DeliveryStatus::Retrying => {
+                rt.retried
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("klaxon_retries_total", "channel" => name.clone()).increment(1);
+            }
+            _ => {
+                rt.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let mut patch = ChannelPatch::default();
+        if let Some(err) = &done.attempt.error {
+            let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.last_error = Some(err.clone());
+            s.last_error_at = Some(now);
+            patch.last_error = Some((err.clone(), now));
+        }
+        if effects.failure {
+            let opened = rt
+                .breaker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_failure(self.mono());
+            if opened {
+                tracing::warn!(channel = %name, cooldown = ?self.cfg.breaker.cooldown, "circuit opened after repeated failures");
+            }
+        }
+        if let Some(pause) = effects.pause {
+            rt.throttled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("klaxon_rate_limited_total", "channel" => name.clone()).increment(1);
+            tracing::warn!(channel = %name, retry_after = ?pause, "provider rate-limited us; pausing the channel");
+            self.pause(rt, pause);
+            patch.paused_until = Some(Some(now + TimeDelta::from_std(pause).unwrap_or_default()));
+        }
+        if let Some(reason) = &effects.disable {
+            tracing::error!(channel = %name, %reason, "disabling channel");
+            let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.enabled = Some(false);
+            s.disabled_reason = Some(reason.clone());
+            patch.enabled = Some(Some(false));
+            patch.disabled_reason = Some(Some(reason.clone()));
+        }
+        let changed =
+            patch.last_error.is_some() || patch.paused_until.is_some() || patch.enabled.is_some();
+        if changed && let Err(e) = self.store.patch_channel(&name, patch).await {
+            tracing::warn!(channel = %name, error = %e, "could not persist channel state");
+        }
+    }
+
+    /// Holds every send on the channel for `d` (all its targets).
+    fn pause(&self, rt: &Runtime, d: Duration) {
+        let key: LimitKey = rt.channel_key();
+        let until = self.mono() + d;
+        self.limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pause(&key.key, key.rate, until);
+        let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.paused_until = Some(Utc::now() + TimeDelta::from_std(d).unwrap_or_default());
+    }
+
+    async fn release(&self, ids: Vec<Uuid>) {
+        {
+            let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ids {
+                f.remove(id);
+            }
+        }
+        let items = ids
+            .into_iter()
+            .map(|id| Deferral {
+                delivery_id: id,
+                not_before: Utc::now(),
+            })
+            .collect();
+        if let Err(e) = self.store.defer(items).await {
+            tracing::warn!(error = %e, "could not hand deliveries back; their leases will expire");
+        }
+    }
+
+    /// Deliveries claimed and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+impl EngineHandle {
+    /// Stops claiming, waits up to `grace` for sends in flight, hands the rest back to the
+    /// store, and flushes recorded attempts.
+    pub async fn shutdown(self, grace: Duration) {
+        self.cancel.cancel();
+        let _ = self.scheduler.await;
+        self.engine.tasks.close();
+        if tokio::time::timeout(grace, self.engine.tasks.wait())
+            .await
+            .is_err()
+        {
+            let left: Vec<Uuid> = self
+                .engine
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            tracing::warn!(
+                count = left.len(),
+                "sends still running at the end of the grace period; handing them back"
+            );
+            self.engine.release(left).await;
+        }
+        // Every send has finished or been handed back: write what they recorded, then stop.
+        self.stop_writer.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.writer).await;
+    }
+}
+
+async fn write_completions(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Completion>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(COMPLETE_BATCH);
+    loop {
+        let stopping = tokio::select! {
+            n = rx.recv_many(&mut batch, COMPLETE_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                false
+            }
+            _ = stop.cancelled() => {
+                while let Ok(c) = rx.try_recv() {
+                    batch.push(c);
+                }
+                true
+            }
+        };
+        while !batch.is_empty() {
+            match store.complete(batch.clone()).await {
+                Ok(()) => {}
+                Err(e) => {
+                    // Keep the batch: a delivered message must be recorded, or it is resent.
+                    tracing::error!(error = %e, count = batch.len(), "recording attempts failed; retrying in 1 s");
+                    if stopping {
+                        // On the way out: the leases will expire and these be resent.
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            batch.clear();
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "klaxon".into())
+}

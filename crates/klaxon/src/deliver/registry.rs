@@ -1,0 +1,199 @@
+//! The configured channels at run time: each with its circuit breaker, enable switch, pause and
+//! counters. What `/status` and `/api/v1/channels` show comes from here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use klaxon_channels::Channel;
+use klaxon_core::breaker::{Breaker, BreakerPolicy, BreakerState};
+use klaxon_core::config::ChannelSpec;
+use klaxon_core::limit::{LimitKey, Rate};
+use klaxon_store::ChannelState;
+use serde::Serialize;
+
+/// One channel at run time.
+pub struct Runtime {
+    pub spec: ChannelSpec,
+    pub channel: Arc<dyn Channel>,
+    pub breaker: Mutex<Breaker>,
+    pub state: Mutex<LiveState>,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+/// The parts of a channel's state that change while running.
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    /// The persisted override (`None`: as configured).
+    pub enabled: Option<bool>,
+    pub disabled_reason: Option<String>,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub muted_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// What a channel's state is, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelHealth {
+    Ok,
+    Error,
+    Disabled,
+    CircuitOpen,
+    RateLimited,
+}
+
+/// A channel as `/status` and `/api/v1/channels` show it. No secrets: the provider part is
+/// `describe()`d.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelView {
+    pub name: String,
+    pub kind: &'static str,
+    pub destination: String,
+    pub state: ChannelHealth,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub delivered: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub rate_limited: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub circuit: &'static str,
+}
+
+impl Runtime {
+    pub fn enabled(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.enabled.unwrap_or(self.spec.enabled)
+    }
+
+    /// The channel-wide limit key every send carries: a configured `rate_limit`, and the handle
+    /// a 429 pauses.
+    pub fn channel_key(&self) -> LimitKey {
+        LimitKey {
+            key: format!("channel:{}", self.spec.name),
+            // Without a configured limit the key only carries pauses: a rate no one reaches.
+            rate: self.spec.rate_limit.unwrap_or(Rate::new(
+                1_000_000,
+                Duration::from_secs(1),
+                1_000_000,
+            )),
+        }
+    }
+
+    pub fn view(&self, now: DateTime<Utc>) -> ChannelView {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let breaker = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state();
+        let enabled = s.enabled.unwrap_or(self.spec.enabled);
+        let paused = s.paused_until.filter(|t| *t > now);
+        let failing = match (s.last_error_at, s.last_success_at) {
+            (Some(e), Some(ok)) => e > ok,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let state = if !enabled {
+            ChannelHealth::Disabled
+        } else if matches!(breaker, BreakerState::Open { .. } | BreakerState::HalfOpen) {
+            ChannelHealth::CircuitOpen
+        } else if paused.is_some() {
+            ChannelHealth::RateLimited
+        } else if failing {
+            ChannelHealth::Error
+        } else {
+            ChannelHealth::Ok
+        };
+        ChannelView {
+            name: self.spec.name.clone(),
+            kind: self.channel.kind(),
+            destination: klaxon_core::channel_url::describe(&self.spec.provider),
+            state,
+            enabled,
+            disabled_reason: if enabled {
+                None
+            } else {
+                s.disabled_reason.clone()
+            },
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            rate_limited: self.throttled.load(Ordering::Relaxed),
+            last_error: s.last_error,
+            last_error_at: s.last_error_at,
+            last_success_at: s.last_success_at,
+            paused_until: paused,
+            circuit: match breaker {
+                BreakerState::Closed => "closed",
+                BreakerState::Open { .. } => "open",
+                BreakerState::HalfOpen => "half_open",
+            },
+        }
+    }
+}
+
+pub struct Registry {
+    channels: BTreeMap<String, Arc<Runtime>>,
+}
+
+impl Registry {
+    pub fn new(
+        specs: &[ChannelSpec],
+        http: &reqwest::Client,
+        breaker: &BreakerPolicy,
+        persisted: &[ChannelState],
+    ) -> Self {
+        let channels = specs
+            .iter()
+            .map(|spec| {
+                let saved = persisted.iter().find(|s| s.channel == spec.name);
+                let state = LiveState {
+                    enabled: saved.and_then(|s| s.enabled),
+                    disabled_reason: saved.and_then(|s| s.disabled_reason.clone()),
+                    paused_until: saved.and_then(|s| s.paused_until),
+                    muted_until: saved.and_then(|s| s.muted_until),
+                    last_error: saved.and_then(|s| s.last_error.clone()),
+                    last_error_at: saved.and_then(|s| s.last_error_at),
+                    last_success_at: saved.and_then(|s| s.last_success_at),
+                };
+                let rt = Runtime {
+                    spec: spec.clone(),
+                    channel: klaxon_channels::build(spec, http),
+                    breaker: Mutex::new(Breaker::new(breaker.clone())),
+                    state: Mutex::new(state),
+                    delivered: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                    retried: AtomicU64::new(0),
+                    throttled: AtomicU64::new(0),
+                };
+                (spec.name.clone(), Arc::new(rt))
+            })
+            .collect();
+        Registry { channels }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Runtime>> {
+        self.channels.get(name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Runtime>> {
+        self.channels.values()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.channels.keys().map(String::as_str).collect()
+    }
+}
