@@ -61,8 +61,10 @@ pub trait Channel: Send + Sync {
     /// The provider kind: `telegram`, `discord`, `webhook`, `log`.
     fn kind(&self) -> &'static str;
 
-    /// Recipients that each get a delivery of their own. Most channels have one (`None`).
-    fn targets(&self) -> Vec<Option<String>> {
+    /// The deliveries `n` becomes on this channel: one per recipient, and one per message
+    /// where the provider needs several (so each part is rate-limited and retried on its own).
+    /// Most channels have one (`None`).
+    fn targets(&self, _n: &Notification) -> Vec<Option<String>> {
         vec![None]
     }
 

@@ -48,6 +48,33 @@ struct Parameters {
     migrate_to_chat_id: Option<i64>,
 }
 
+/// A delivery's target: `CHAT` or, for a message split in several, `CHAT#PART/PARTS`.
+struct Target<'a> {
+    chat: &'a str,
+    part: usize,
+    of: usize,
+}
+
+impl<'a> Target<'a> {
+    fn parse(target: &'a str) -> Self {
+        let whole = Target {
+            chat: target,
+            part: 1,
+            of: 1,
+        };
+        let Some((chat, frac)) = target.rsplit_once('#') else {
+            return whole;
+        };
+        let Some((part, of)) = frac.split_once('/') else {
+            return whole;
+        };
+        match (part.parse::<usize>(), of.parse::<usize>()) {
+            (Ok(part), Ok(of)) if part >= 1 && part <= of => Target { chat, part, of },
+            _ => whole,
+        }
+    }
+}
+
 /// One `sendMessage` outcome, before it becomes a verdict.
 enum Sent {
     Ok(Option<String>),
@@ -153,8 +180,17 @@ impl Channel for Telegram {
         "telegram"
     }
 
-    fn targets(&self) -> Vec<Option<String>> {
-        self.spec.chats.iter().cloned().map(Some).collect()
+    fn targets(&self, n: &Notification) -> Vec<Option<String>> {
+        let parts = render(n, self.spec.parse_mode, MAX_TEXT).len();
+        let mut out = Vec::with_capacity(self.spec.chats.len() * parts);
+        for chat in &self.spec.chats {
+            if parts == 1 {
+                out.push(Some(chat.clone()));
+            } else {
+                out.extend((1..=parts).map(|i| Some(format!("{chat}#{i}/{parts}"))));
+            }
+        }
+        out
     }
 
     fn limits(&self, target: Option<&str>) -> Vec<LimitKey> {
@@ -162,8 +198,8 @@ impl Channel for Telegram {
             key: self.bot_key.clone(),
             rate: PER_BOT,
         }];
-        if let Some(chat) = target {
-            let chat = self.chat(chat);
+        if let Some(target) = target {
+            let chat = self.chat(Target::parse(target).chat);
             keys.push(LimitKey {
                 key: format!("{}:chat:{chat}", self.bot_key),
                 rate: PER_CHAT,
@@ -179,24 +215,43 @@ impl Channel for Telegram {
     }
 
     async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
-        let Some(target) = cx.target.as_deref() else {
+        let Some(target) = cx.target.as_deref().map(Target::parse) else {
             return Verdict::reject("telegram delivery without a chat").into();
         };
-        let mut chat = self.chat(target);
+        let parts = render(n, self.spec.parse_mode, MAX_TEXT);
+        if parts.len() != target.of {
+            // The rendering changed since the notification was accepted (a new format in the
+            // configuration): this delivery carries a whole share of it rather than none.
+            tracing::warn!(channel = %self.name, "message parts changed since acceptance");
+        }
+        let text = if parts.len() == target.of {
+            parts[target.part - 1].clone()
+        } else if target.part == 1 {
+            parts.join("\n")
+        } else {
+            return SendReport {
+                verdict: http::delivered(None),
+                note: Some("part folded into part 1".into()),
+                hold: None,
+            };
+        };
+        let mut chat = self.chat(target.chat);
         let mut mode = self.spec.parse_mode;
-        let mut parts = render(n, mode, MAX_TEXT);
-        let mut ids = Vec::new();
         let mut notes = Vec::new();
-        let mut i = 0;
         // Each recovery (plain text, migrated chat) is allowed once per attempt.
         let (mut plain_retry, mut migrate_retry) = (true, true);
-        while i < parts.len() {
-            match self.send_one(&chat, &parts[i], mode).await {
+        loop {
+            match self.send_one(&chat, &text, mode).await {
                 Sent::Ok(id) => {
-                    ids.extend(id);
-                    i += 1;
+                    return SendReport {
+                        verdict: http::delivered(id),
+                        note: (!notes.is_empty()).then(|| notes.join("; ")),
+                        hold: None,
+                    };
                 }
                 Sent::CantParse(why) if plain_retry && mode != ParseMode::Plain => {
+                    // Our escaping should make this impossible; if Telegram disagrees, the
+                    // operator still gets every character, markup and all, as plain text.
                     plain_retry = false;
                     tracing::warn!(channel = %self.name, reason = %why, "Telegram rejected the markup; resending as plain text");
                     notes.push(format!(
@@ -204,8 +259,6 @@ impl Channel for Telegram {
                         http::short(&why)
                     ));
                     mode = ParseMode::Plain;
-                    parts = render(n, mode, MAX_TEXT);
-                    i = i.min(parts.len().saturating_sub(1));
                 }
                 Sent::Migrated(new) if migrate_retry => {
                     migrate_retry = false;
@@ -217,7 +270,7 @@ impl Channel for Telegram {
                     self.migrated
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(target.to_string(), new.clone());
+                        .insert(target.chat.to_string(), new.clone());
                     chat = new;
                 }
                 Sent::CantParse(why) => return Verdict::reject(http::short(&why)).into(),
@@ -232,13 +285,6 @@ impl Channel for Telegram {
                     };
                 }
             }
-        }
-        SendReport {
-            verdict: Verdict::Delivered {
-                provider_id: (!ids.is_empty()).then(|| ids.join(",")),
-            },
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
         }
     }
 

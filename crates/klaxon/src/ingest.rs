@@ -66,7 +66,7 @@ impl Ingest {
                     ),
                 ));
             };
-            for target in rt.channel.targets() {
+            for target in rt.channel.targets(&n) {
                 deliveries.push(NewDelivery {
                     id: new_id(),
                     channel: name.clone(),

@@ -232,7 +232,7 @@ async fn send_now(
         .clone()
         .unwrap_or_else(|| config.delivery.retry.clone());
     let mut all_ok = true;
-    for target in channel.targets() {
+    for target in channel.targets(&n) {
         let id = new_id();
         let label = target.clone().unwrap_or_else(|| spec.name.clone());
         let mut attempt = 1;

@@ -92,6 +92,15 @@ enum Dress {
 }
 
 fn dress(mode: ParseMode, how: Dress, text: &str, key: &str) -> String {
+    // An empty entity is not "nothing" in MarkdownV2: `__` opens underline. Dress only what
+    // has content.
+    let how = match how {
+        Dress::Bold if text.is_empty() => Dress::Plain,
+        Dress::Field if key.is_empty() => {
+            return dress(mode, Dress::Plain, &format!(": {text}"), "");
+        }
+        other => other,
+    };
     match (mode, how) {
         (ParseMode::Plain, Dress::Field) => format!("{key}: {text}"),
         (ParseMode::Plain, _) => text.to_string(),
@@ -225,7 +234,8 @@ fn pack(lines: Vec<String>, max: usize) -> Vec<String> {
     // Telegram rejects a message that is empty after parsing; drop blank parts.
     messages.retain(|m| !m.trim().is_empty());
     if messages.is_empty() {
-        messages.push("(empty)".to_string());
+        // No reserved character in any mode, so it needs no escaping.
+        messages.push("no text".to_string());
     }
     messages
 }

@@ -291,7 +291,13 @@ impl Engine {
             self.tasks.spawn(async move {
                 let _permit = permit;
                 tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => engine.dispatch(rt, c).await,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // A 429 may have paused the channel while this one waited for its slot.
+                        match engine.paused_for(&rt) {
+                            Some(wait) => engine.defer_one(c.delivery.id, wait).await,
+                            None => engine.dispatch(rt, c).await,
+                        }
+                    }
                     _ = cancel.cancelled() => {
                         // Shutting down before its slot came: back to the store, untried.
                         engine.release(vec![c.delivery.id]).await;
@@ -441,6 +447,30 @@ impl Engine {
             .pause(&key.key, key.rate, until);
         let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
         s.paused_until = Some(Utc::now() + TimeDelta::from_std(d).unwrap_or_default());
+    }
+
+    /// How long the channel is still paused (by a 429), if it is.
+    fn paused_for(&self, rt: &Runtime) -> Option<Duration> {
+        let until = rt
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .paused_until?;
+        (until - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+    }
+
+    async fn defer_one(&self, id: Uuid, wait: Duration) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let item = Deferral {
+            delivery_id: id,
+            not_before: Utc::now() + TimeDelta::from_std(wait).unwrap_or_default(),
+        };
+        if let Err(e) = self.store.defer(vec![item]).await {
+            tracing::warn!(error = %e, "could not reschedule a paused delivery; its lease will expire");
+        }
     }
 
     async fn release(&self, ids: Vec<Uuid>) {

@@ -1,0 +1,195 @@
+//! `FakeDiscord`: execute-webhook answers, validation errors, buckets, failure injection.
+
+use std::time::Duration;
+
+use klaxon_fakes::discord::FakeDiscord;
+use serde_json::{Value, json};
+
+use crate::{client, header, send};
+
+fn hook_url(fake: &FakeDiscord, query: &str) -> String {
+    format!("{}/api/webhooks/123/abc{query}", fake.url())
+}
+
+async fn post(
+    fake: &FakeDiscord,
+    query: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    send(client().post(hook_url(fake, query)).json(&body)).await
+}
+
+#[tokio::test]
+async fn accepts_and_records_messages() {
+    let fake = FakeDiscord::start().await;
+    let (status, headers, body) = post(&fake, "", json!({"content": "hi"})).await;
+    assert_eq!((status, body), (204, Value::Null));
+    assert_eq!(header(&headers, "x-ratelimit-limit"), "5");
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), "4");
+
+    let embed = json!({"title": "Disk", "color": 0xFF0000, "timestamp": "2026-01-01T00:00:00Z"});
+    let (status, _, first) = post(
+        &fake,
+        "?wait=true&thread_id=555",
+        json!({"embeds": [embed]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(first["channel_id"], "555");
+    assert_eq!(first["embeds"][0]["title"], "Disk");
+    assert_eq!(first["content"], "");
+    let (_, _, second) = post(&fake, "?wait=true", json!({"content": "again"})).await;
+    assert_eq!(second["content"], "again");
+    let id = |v: &Value| {
+        v["id"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .expect("id")
+    };
+    assert!(id(&second) > id(&first), "snowflakes increase");
+
+    let messages = fake.messages();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[0].webhook_id, "123");
+    assert_eq!(messages[0].body, json!({"content": "hi"}));
+    assert!(!messages[0].wait);
+    assert!(messages[1].wait);
+    assert_eq!(messages[1].thread_id.as_deref(), Some("555"));
+    assert_eq!(fake.requests(), 3);
+}
+
+#[tokio::test]
+async fn unknown_and_deleted_webhooks() {
+    let fake = FakeDiscord::start().await;
+    let wrong_token = format!("{}/api/webhooks/123/nope", fake.url());
+    let (status, _, body) = send(client().post(wrong_token).json(&json!({"content": "x"}))).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "Unknown Webhook", "code": 10015}))
+    );
+
+    fake.add_webhook("9", "tok");
+    let url = format!("{}/api/v10/webhooks/9/tok", fake.url());
+    assert_eq!(
+        send(client().post(&url).json(&json!({"content": "x"})))
+            .await
+            .0,
+        204
+    );
+    fake.delete_webhook("9");
+    let (status, _, body) = send(client().post(&url).json(&json!({"content": "x"}))).await;
+    assert_eq!((status, body["code"].as_i64()), (404, Some(10015)));
+}
+
+#[tokio::test]
+async fn invalid_bodies_get_discord_errors() {
+    let fake = FakeDiscord::start().await;
+    // Plenty of room in the bucket for this test.
+    fake.set_limit(100, Duration::from_secs(2));
+
+    let (status, _, body) = post(&fake, "", json!({"embeds": [{"title": "x".repeat(257)}]})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"code": 50035, "message": "Invalid Form Body", "errors": {"embeds": {"0": {"title":
+            {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 256 or fewer in length."}]}}}}})
+    );
+
+    let (status, _, body) = post(&fake, "", json!({"content": "x".repeat(2001)})).await;
+    assert_eq!((status, body["code"].as_i64()), (400, Some(50035)));
+    assert!(body["errors"]["content"]["_errors"].is_array());
+
+    let (status, _, body) = post(&fake, "", json!({"content": ""})).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"code": 50006, "message": "Cannot send an empty message"})
+        )
+    );
+
+    let broken = client()
+        .post(hook_url(&fake, ""))
+        .header("content-type", "application/json")
+        .body("{\"content\":");
+    let (status, _, body) = send(broken).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"code": 50109, "message": "The request body contains invalid JSON."})
+        )
+    );
+
+    let untyped = client()
+        .post(hook_url(&fake, ""))
+        .body("{\"content\":\"x\"}");
+    let (status, _, body) = send(untyped).await;
+    assert_eq!((status, body["code"].as_i64()), (400, Some(50006)));
+
+    let (status, _, _) = send(client().get(hook_url(&fake, ""))).await;
+    assert_eq!(status, 405);
+    assert!(fake.messages().is_empty());
+    assert_eq!(fake.rejected().len(), 6);
+}
+
+#[tokio::test]
+async fn bucket_answers_429_with_headers() {
+    let fake = FakeDiscord::start().await;
+    for remaining in (0..5).rev() {
+        let (status, headers, _) = post(&fake, "", json!({"content": "x"})).await;
+        assert_eq!(status, 204);
+        assert_eq!(
+            header(&headers, "x-ratelimit-remaining"),
+            remaining.to_string()
+        );
+        let reset_after: f64 = header(&headers, "x-ratelimit-reset-after")
+            .parse()
+            .expect("float");
+        assert!(reset_after > 0.0 && reset_after <= 2.0);
+        let reset: f64 = header(&headers, "x-ratelimit-reset")
+            .parse()
+            .expect("float");
+        assert!(reset > 1_600_000_000.0);
+        assert!(!header(&headers, "x-ratelimit-bucket").is_empty());
+    }
+    let (status, headers, body) = post(&fake, "", json!({"content": "x"})).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["message"], "You are being rate limited.");
+    assert_eq!(body["global"], false);
+    let retry_after = body["retry_after"].as_f64().expect("float");
+    assert!(retry_after > 0.0 && retry_after <= 2.0);
+    assert_eq!(
+        header(&headers, "retry-after"),
+        (retry_after.ceil() as u64).max(1).to_string()
+    );
+    assert_eq!(header(&headers, "x-ratelimit-scope"), "user");
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), "0");
+    assert_eq!(fake.count_429(), 1);
+    assert_eq!(fake.messages().len(), 5);
+
+    // Once the window has passed, the bucket refills.
+    tokio::time::sleep(Duration::from_secs_f64(retry_after + 0.05)).await;
+    assert_eq!(post(&fake, "", json!({"content": "x"})).await.0, 204);
+}
+
+#[tokio::test]
+async fn failure_injection() {
+    let fake = FakeDiscord::start().await;
+    fake.fail_next(1, 503);
+    let (status, _, body) = post(&fake, "", json!({"content": "x"})).await;
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"message": "503: Service Unavailable", "code": 0})
+        )
+    );
+    fake.set_fail(klaxon_fakes::FailMode::Status(429));
+    let (status, headers, body) = post(&fake, "", json!({"content": "x"})).await;
+    assert_eq!((status, header(&headers, "retry-after")), (429, "1"));
+    assert_eq!(body["retry_after"], 1.0);
+    fake.set_fail(klaxon_fakes::FailMode::None);
+    assert_eq!(post(&fake, "", json!({"content": "x"})).await.0, 204);
+    assert_eq!(fake.count_429(), 1);
+}

@@ -1,0 +1,157 @@
+//! Test harness: a real Klaxon service in-process on an ephemeral port with its own SQLite file,
+//! and a plain HTTP client to talk to it like a user would.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use klaxon::Config;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+    config: Config,
+}
+
+/// Builds a config from TOML text (with `{db}` replaced by a fresh database path) and env pairs.
+pub fn config(toml: &str, env: &[(&str, &str)], dir: &tempfile::TempDir) -> Config {
+    let db = dir.path().join("klaxon.db");
+    let text = toml.replace("{db}", &format!("sqlite://{}", db.display()));
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load(Some(&text), &env).unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+}
+
+impl TestServer {
+    pub async fn start(toml: &str) -> Self {
+        Self::start_env(toml, &[]).await
+    }
+
+    pub async fn start_env(toml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(toml, env, &dir);
+        Self::start_config(cfg, dir).await
+    }
+
+    pub async fn start_config(mut cfg: Config, dir: tempfile::TempDir) -> Self {
+        cfg.server.listen = "127.0.0.1:0".into();
+        let config = cfg.clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop_rx.await;
+            };
+            klaxon::server::serve(cfg, stop, move |a| {
+                let _ = addr_tx.send(a);
+            })
+            .await
+            .expect("server runs");
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+            .await
+            .expect("server starts")
+            .unwrap();
+        TestServer {
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop_tx),
+            task: Some(task),
+            dir,
+            config,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a notification until every delivery is final, or panics after `timeout`.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, v) = self.get(&format!("/api/v1/notifications/{id}")).await;
+            let done = v["deliveries"].as_array().is_some_and(|d| {
+                d.iter()
+                    .all(|d| matches!(d["status"].as_str(), Some("delivered" | "dead" | "expired")))
+            });
+            if done {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not final in {timeout:?}: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops gracefully and starts again on the same database.
+    pub async fn restart(mut self) -> TestServer {
+        self.shutdown().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestServer::start_config(self.config.clone(), dir).await
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+}
+
+/// The one rustls provider, also for test clients.
+pub fn crypto() {
+    klaxon::app::install_crypto();
+}

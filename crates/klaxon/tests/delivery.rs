@@ -1,0 +1,390 @@
+//! End to end against strict fake providers on loopback: the real service, real HTTP, real
+//! SQLite. Retry schedules are shortened in config; no test asserts a duration.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use klaxon_fakes::FailMode;
+use klaxon_fakes::discord::FakeDiscord;
+use klaxon_fakes::telegram::FakeTelegram;
+use klaxon_fakes::webhook::WebhookSink;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "123456:TEST-token_abc";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn fast_retries(extra: &str) -> String {
+    format!(
+        r#"
+[store]
+url = "{{db}}"
+[delivery.retry]
+retries = 3
+base = "50ms"
+jitter = 0.0
+[delivery.breaker]
+threshold = 3
+cooldown = "300ms"
+{extra}
+"#
+    )
+}
+
+async fn send(s: &TestServer, body: Value) -> String {
+    let (code, v) = s.post("/api/v1/notifications", &body).await;
+    assert_eq!(code, 202, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+fn statuses(v: &Value) -> Vec<String> {
+    v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn channel(s: &TestServer, name: &str) -> Value {
+    s.get(&format!("/api/v1/channels/{name}")).await.1
+}
+
+#[tokio::test]
+async fn telegram_html_split_and_multi_chat() {
+    let tg = FakeTelegram::start().await;
+    let cfg = fast_retries(&format!(
+        "[channels.tg]\nurl = \"tgram://{TOKEN}/111/-100222\"\n"
+    ));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    let long: Vec<String> = (0..200)
+        .map(|i| format!("line {i}: P&L <b>{i}</b> > 0 & \"quotes\""))
+        .collect();
+    let id = send(
+        &s,
+        json!({"title": "Fills <report>", "message": long.join("\n"), "data": {"price": 23488.75}}),
+    )
+    .await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    let st = statuses(&v);
+    assert!(
+        st.len() >= 4 && st.iter().all(|s| s == "delivered"),
+        "one delivery per chat and part: {st:?}"
+    );
+    let targets: Vec<&str> = v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["target"].as_str().unwrap())
+        .collect();
+    assert!(
+        targets.contains(&"111#1/2") || targets.iter().any(|t| t.starts_with("111#1/")),
+        "{targets:?}"
+    );
+    let msgs = tg.messages();
+    for chat in ["111", "-100222"] {
+        let parts: Vec<_> = msgs.iter().filter(|m| m.chat_id == chat).collect();
+        assert!(
+            parts.len() >= 2,
+            "long text split into several messages for {chat}"
+        );
+        let plain: String = parts
+            .iter()
+            .map(|m| m.plain.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            plain.contains("line 199: P&L <b>199</b> > 0 & \"quotes\""),
+            "text arrives as written"
+        );
+        assert!(
+            parts
+                .iter()
+                .all(|m| m.parse_mode.as_deref() == Some("HTML") && m.link_preview_disabled)
+        );
+    }
+    assert_eq!(tg.count_429(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn telegram_bursts_stay_under_limits() {
+    let tg = FakeTelegram::start().await;
+    let cfg = fast_retries(&format!(
+        "[channels.tg]\nurl = \"tgram://{TOKEN}/1/2/3/-1004\"\n"
+    ));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| json!({"message": format!("burst {i}")}))
+        .collect();
+    let (code, v) = s.post("/api/v1/notifications/batch", &json!(batch)).await;
+    assert_eq!(code, 202);
+    for r in v["results"].as_array().unwrap() {
+        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+    }
+    assert_eq!(tg.messages().len(), 20);
+    assert_eq!(tg.count_429(), 0, "rejected: {:?}", tg.rejected());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn telegram_429_retry_after_is_honoured_for_the_whole_channel() {
+    let tg = FakeTelegram::start().await;
+    let cfg = fast_retries(&format!("[channels.tg]\nurl = \"tgram://{TOKEN}/1/2\"\n"));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    tg.force_429(2);
+    let id = send(&s, json!({"message": "after the storm"})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered", "delivered"], "{v:#}");
+    assert_eq!(
+        tg.early_requests(),
+        0,
+        "no request before retry_after elapsed"
+    );
+    let attempts: Vec<Vec<Value>> = v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["status_code"].clone())
+                .collect()
+        })
+        .collect();
+    assert!(
+        attempts.iter().any(|a| a.first() == Some(&json!(429))),
+        "{attempts:?}"
+    );
+    assert_eq!(channel(&s, "tg").await["rate_limited"], json!(1));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn telegram_migrated_chat_and_markdown() {
+    let tg = FakeTelegram::start().await;
+    tg.migrate(-100, -1009);
+    let cfg = fast_retries(&format!(
+        "[channels.tg]\nurl = \"tgram://{TOKEN}/-100\"\nformat = \"markdown\"\nsilent = true\nthread = 7\n"
+    ));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    let id = send(
+        &s,
+        json!({"title": "a_b*c", "message": "1.5% [x](y) `z` ~!#+-=|{}.\\", "tags": ["risk"]}),
+    )
+    .await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered"], "{v:#}");
+    let m = tg.messages();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].chat_id, "-1009", "resent to the supergroup");
+    assert_eq!(m[0].parse_mode.as_deref(), Some("MarkdownV2"));
+    assert!(m[0].disable_notification && m[0].message_thread_id == Some(7));
+    assert!(
+        m[0].plain.contains("1.5% [x](y) `z` ~!#+-=|{}.\\"),
+        "{}",
+        m[0].plain
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn discord_embed_id_and_deleted_webhook_disables() {
+    let dc = FakeDiscord::start().await;
+    let cfg = fast_retries(
+        "[channels.dc]\nurl = \"discord://123/abc\"\n\n[channels.gone]\nurl = \"discord://999/zzz\"\n",
+    );
+    let s = TestServer::start_env(&cfg, &[("KLAXON_DISCORD_API", &dc.url())]).await;
+    let id = send(&s, json!({"title": "SELL ES", "message": "@everyone filled", "channels": ["dc"], "data": {"action": "SELL", "price": 5012.25}})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered"]);
+    assert!(
+        v["deliveries"][0]["provider_id"].is_string(),
+        "wait=true gives the message id"
+    );
+    let body = &dc.messages()[0].body;
+    assert_eq!(body["embeds"][0]["title"], json!("🔴 SELL ES"));
+    assert_eq!(body["embeds"][0]["color"], json!(0xE74C3C));
+    assert_eq!(body["allowed_mentions"], json!({"parse": []}));
+
+    let id = send(
+        &s,
+        json!({"message": "to a deleted webhook", "channels": ["gone"]}),
+    )
+    .await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["dead"]);
+    assert_eq!(
+        v["deliveries"][0]["attempts"].as_array().unwrap().len(),
+        1,
+        "404 is not retried"
+    );
+    let c = channel(&s, "gone").await;
+    assert_eq!(
+        (c["state"].as_str(), c["enabled"].as_bool()),
+        (Some("disabled"), Some(false)),
+        "{c}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn discord_follows_its_rate_limit_headers() {
+    let dc = FakeDiscord::start().await;
+    let cfg = fast_retries("[channels.dc]\nurl = \"https://discord.com/api/webhooks/123/abc\"\n");
+    let s = TestServer::start_env(&cfg, &[("KLAXON_DISCORD_API", &dc.url())]).await;
+    let batch: Vec<Value> = (0..12)
+        .map(|i| json!({"message": format!("n{i}")}))
+        .collect();
+    let (_, v) = s.post("/api/v1/notifications/batch", &json!(batch)).await;
+    for r in v["results"].as_array().unwrap() {
+        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+    }
+    assert_eq!(dc.messages().len(), 12);
+    assert_eq!(dc.count_429(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn signed_webhook_with_stable_id_across_retries() {
+    let sink = WebhookSink::start_signed(SECRET).await;
+    let url = sink.url().replacen("http://", "json://", 1);
+    let cfg = fast_retries(&format!(
+        "[channels.hook]\nurl = \"{url}/in?src=klaxon\"\nsecret = \"{SECRET}\"\nheaders = {{ X-Team = \"quant\" }}\n"
+    ));
+    let s = TestServer::start(&cfg).await;
+    sink.fail_next(2, 503);
+    let id = send(&s, json!({"title": "Risk breach", "message": "Drawdown 5.2% > 5%", "severity": "warning", "tags": ["risk"]})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered"], "{v:#}");
+    let d = &v["deliveries"][0];
+    let codes: Vec<&Value> = d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(codes, [&json!(503), &json!(503), &json!(null)]);
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].webhook_id.as_deref(),
+        d["id"].as_str(),
+        "webhook-id is the delivery id"
+    );
+    assert_eq!(got[0].path, "/in");
+    assert_eq!(got[0].body["type"], json!("warning"));
+    assert_eq!(got[0].body["version"], json!("1.0"));
+    assert_eq!(got[0].body["attempt"], json!(3));
+    assert!(
+        got[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-team" && v == "quant")
+    );
+    assert_eq!(sink.bad_signatures(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn failures_retry_then_die_and_open_the_circuit() {
+    let sink = WebhookSink::start().await;
+    let url = sink.url().replacen("http://", "json://", 1);
+    let cfg = fast_retries(&format!("[channels.hook]\nurl = \"{url}/\"\n"));
+    let s = TestServer::start(&cfg).await;
+    sink.set_fail(FailMode::Status(500));
+    let id = send(&s, json!({"message": "doomed"})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["dead"]);
+    assert_eq!(
+        v["deliveries"][0]["attempts"].as_array().unwrap().len(),
+        4,
+        "1 + 3 retries"
+    );
+    let c = channel(&s, "hook").await;
+    assert!(c["last_error"].as_str().unwrap().contains("500"), "{c}");
+    assert!(
+        matches!(c["circuit"].as_str(), Some("open" | "half_open")),
+        "{c}"
+    );
+
+    // The provider recovers: the circuit's probe succeeds and new work flows.
+    sink.set_fail(FailMode::None);
+    let id = send(&s, json!({"message": "after recovery"})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered"]);
+    assert_eq!(channel(&s, "hook").await["circuit"], json!("closed"));
+
+    // 400 is permanent: one attempt, dead.
+    sink.set_fail(FailMode::Status(400));
+    let id = send(&s, json!({"message": "malformed for them"})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(v["deliveries"][0]["attempts"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn gone_webhook_disables_the_channel_and_survives_restart() {
+    let sink = WebhookSink::start().await;
+    let url = sink.url().replacen("http://", "json://", 1);
+    let s = TestServer::start(&fast_retries(&format!(
+        "[channels.hook]\nurl = \"{url}/\"\n"
+    )))
+    .await;
+    sink.set_status_for_all(410);
+    let id = send(&s, json!({"message": "m"})).await;
+    assert_eq!(
+        statuses(&s.wait_final(&id, Duration::from_secs(30)).await),
+        ["dead"]
+    );
+    let c = channel(&s, "hook").await;
+    assert_eq!(c["state"], json!("disabled"), "{c}");
+    assert!(c["disabled_reason"].as_str().unwrap().contains("410"));
+    // Later notifications wait instead of hitting the gone endpoint.
+    let id2 = send(&s, json!({"message": "waits"})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = s.get(&format!("/api/v1/notifications/{id2}")).await;
+    assert_eq!(statuses(&v), ["pending"]);
+    let s = s.restart().await;
+    let c = channel(&s, "hook").await;
+    assert_eq!(
+        c["state"],
+        json!("disabled"),
+        "the switch is persisted: {c}"
+    );
+    assert_eq!(sink.count(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_and_expired() {
+    let sink = WebhookSink::start().await;
+    let url = sink.url().replacen("http://", "json://", 1);
+    // Retries every 100 ms for long enough that expiry, not the retry budget, ends it.
+    let cfg = fast_retries(&format!(
+        "[channels.hook]\nurl = \"{url}/\"\nretry = {{ retries = 50, base = \"100ms\", factor = 1.0, jitter = 0.0 }}\n"
+    ));
+    let s = TestServer::start(&cfg).await;
+    let at = chrono::Utc::now() + chrono::TimeDelta::milliseconds(700);
+    let id = send(&s, json!({"message": "later", "send_at": at.to_rfc3339()})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    let delivered_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(v["deliveries"][0]["delivered_at"].clone()).unwrap();
+    assert!(delivered_at >= at, "not sent before send_at");
+
+    sink.stop().await;
+    let expires = chrono::Utc::now() + chrono::TimeDelta::milliseconds(150);
+    let id = send(
+        &s,
+        json!({"message": "stale soon", "expires_at": expires.to_rfc3339()}),
+    )
+    .await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["expired"], "{v:#}");
+    s.stop().await;
+}
