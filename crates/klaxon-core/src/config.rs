@@ -68,7 +68,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://klaxon.db".into(),
-            lease: Duration::from_secs(60),
+            // Renewed every third of itself while a send runs; after a crash, what the dead
+            // process held is claimable again within this time.
+            lease: Duration::from_secs(10),
             group_commit_max: 512,
         }
     }

@@ -174,6 +174,9 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>>;
     /// Records attempts and their outcome, in one transaction.
     async fn complete(&self, done: Vec<Completion>) -> Result<()>;
+    /// Extends the lease of deliveries this owner still holds (sends in progress), so a lease
+    /// can be short — a crashed worker's rows come back quickly — while slow sends stay ours.
+    async fn renew(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()>;
     /// Puts claimed deliveries back without counting an attempt.
     async fn defer(&self, items: Vec<Deferral>) -> Result<()>;
     /// The earliest `not_before` among waiting deliveries (the scheduler sleeps until then).

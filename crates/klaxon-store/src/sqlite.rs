@@ -375,6 +375,23 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn renew(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(|i| id_str(*i)).collect();
+        sqlx::query(
+            "UPDATE deliveries SET lease_until = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'sending' AND lease_owner = ?3",
+        )
+        .bind(ms(until))
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     async fn defer(&self, items: Vec<Deferral>) -> Result<()> {
         if items.is_empty() {
             return Ok(());

@@ -64,6 +64,7 @@ suite!(
     idempotency_key_returns_first,
     claims_in_priority_order_and_once,
     expired_lease_is_reclaimed,
+    renewed_lease_is_kept,
     complete_records_attempts_and_status,
     defer_and_send_at_respect_not_before,
     expired_notifications_are_not_claimed,
@@ -161,6 +162,32 @@ async fn expired_lease_is_reclaimed(store: Arc<dyn Store>) {
         store.claim(later).await.unwrap().len(),
         1,
         "a crashed worker's lease runs out"
+    );
+}
+
+async fn renewed_lease_is_kept(store: Arc<dyn Store>) {
+    store
+        .insert(vec![entry(Notification::new("m"), &["c"])])
+        .await
+        .unwrap();
+    let mut req = claim_req(1);
+    req.lease = Duration::from_millis(1);
+    let got = store.claim(req).await.unwrap();
+    let id = got[0].delivery.id;
+    store
+        .renew("someone-else", &[id], Utc::now() + TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    store
+        .renew("w1", &[id], Utc::now() + TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    let mut later = claim_req(1);
+    later.now = Utc::now() + TimeDelta::seconds(1);
+    later.owner = "w2".into();
+    assert!(
+        store.claim(later).await.unwrap().is_empty(),
+        "the owner's renewal holds"
     );
 }
 

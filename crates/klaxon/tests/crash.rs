@@ -1,5 +1,6 @@
-//! The real binary under load, killed with SIGKILL and restarted, three times: every accepted
-//! notification is delivered, and a notification delivered twice carries the same `webhook-id`.
+//! The real binary under load, killed with SIGKILL and restarted three times, then stopped with
+//! SIGTERM: every accepted notification is delivered, and a notification delivered twice carries
+//! the same `webhook-id`.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -92,19 +93,33 @@ async fn sigkill_under_load_loses_nothing() {
     klaxon::app::install_crypto();
     let sink = WebhookSink::start().await;
     // Slow answers keep deliveries in flight when the kill lands.
-    sink.set_fail(FailMode::Slow(Duration::from_millis(3)));
+    sink.set_fail(FailMode::Slow(Duration::from_millis(25)));
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
     let hook = sink.url().replacen("http://", "json://", 1) + "/in";
     let port = free_port();
     let mut accepted: Vec<String> = Vec::new();
-    for round in 0..3 {
+    for round in 0..4 {
         let mut k = start(&db, &hook, port).await;
         let loader = tokio::spawn(load(k.base.clone(), round * 100_000, 50));
-        // Kill while requests are being answered and deliveries are in flight.
+        // Stop while requests are being answered and deliveries are in flight.
         tokio::time::sleep(Duration::from_millis(300 + round as u64 * 150)).await;
-        k.child.kill().unwrap();
-        k.child.wait().unwrap();
+        if round < 3 {
+            k.child.kill().unwrap();
+            k.child.wait().unwrap();
+        } else {
+            // SIGTERM: intake stops, sends in flight finish, the rest is handed back; exit 0.
+            let pid = k.child.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let status = k.child.wait().unwrap();
+            assert!(status.success(), "graceful stop exits 0: {status:?}");
+        }
         accepted.extend(loader.await.unwrap());
     }
     sink.set_fail(FailMode::None);

@@ -109,6 +109,8 @@ impl Engine {
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(write_completions(store, rx, stop_writer.clone()));
         let scheduler = tokio::spawn(engine.clone().schedule(cancel.clone()));
+        // Renewal runs until the sends have finished, i.e. past the intake's cancellation.
+        tokio::spawn(engine.clone().renew_leases(stop_writer.clone()));
         EngineHandle {
             engine,
             cancel,
@@ -192,6 +194,29 @@ impl Engine {
                 _ = cancel.cancelled() => return,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Keeps the leases of deliveries in progress alive, so a slow send is never claimed twice
+    /// while the lease itself stays short.
+    async fn renew_leases(self: Arc<Self>, cancel: CancellationToken) {
+        let every = self.lease / 3;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let ids: Vec<Uuid> = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            let until = Utc::now() + TimeDelta::from_std(self.lease).unwrap_or_default();
+            if let Err(e) = self.store.renew(&self.owner, &ids, until).await {
+                tracing::warn!(error = %e, "could not renew delivery leases");
             }
         }
     }
