@@ -67,16 +67,9 @@ impl Channel for Discord {
         }
         let secrets = [&self.spec.token];
         let body = render(n, &self.spec.options);
-        let resp = match self
-            .http
-            .post(url)
-            .timeout(self.timeout)
-            .json(&body)
-            .send()
-            .await
-        {
+        let resp = match http::post_json(&self.http, url, self.timeout, &body, &secrets).await {
             Ok(r) => r,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
+            Err(v) => return v.into(),
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

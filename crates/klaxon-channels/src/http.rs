@@ -54,6 +54,23 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
+/// POSTs JSON with the channel's timeout; a transport failure comes back as its verdict.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    timeout: Duration,
+    body: &serde_json::Value,
+    secrets: &[&Secret],
+) -> Result<reqwest::Response, Verdict> {
+    client
+        .post(url)
+        .timeout(timeout)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, timeout, secrets))
+}
+
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)

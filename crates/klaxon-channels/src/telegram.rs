@@ -121,16 +121,9 @@ impl Telegram {
             body["message_thread_id"] = json!(t);
         }
         let secrets = [&self.spec.token];
-        let resp = match self
-            .http
-            .post(url)
-            .timeout(self.timeout)
-            .json(&body)
-            .send()
-            .await
-        {
+        let resp = match http::post_json(&self.http, url, self.timeout, &body, &secrets).await {
             Ok(r) => r,
-            Err(e) => return Sent::Failed(http::transport_error(&e, self.timeout, &secrets)),
+            Err(v) => return Sent::Failed(v),
         };
         let status = resp.status().as_u16();
         let header_wait = http::retry_after(resp.headers());

@@ -25,9 +25,7 @@ use tokio::time::Instant;
 
 use crate::fault::{Fault, Faults};
 use crate::server::Server;
-use crate::{
-    FailMode, ceil_secs, fnv1a, is_content_type, lock, reason_phrase, status_code, unix_now_f64,
-};
+use crate::{ceil_secs, fnv1a, is_content_type, lock, reason_phrase, status_code, unix_now_f64};
 
 /// The webhook id [`FakeDiscord::start`] registers.
 pub const DEFAULT_WEBHOOK_ID: &str = "123";
@@ -149,30 +147,7 @@ impl FakeDiscord {
         self.server.url()
     }
 
-    /// Switches the standing failure mode.
-    pub fn set_fail(&self, mode: FailMode) {
-        self.shared.faults.set(mode);
-    }
-
-    /// Makes the next `n` requests fail with `status`, then behaves normally again.
-    pub fn fail_next(&self, n: usize, status: u16) {
-        self.shared.faults.fail_next(n, status);
-    }
-
-    /// Stops serving: the port refuses connections until [`restart`](Self::restart).
-    pub async fn stop(&self) {
-        self.server.stop().await;
-    }
-
-    /// Serves again on the same port, keeping all recorded state.
-    ///
-    /// # Panics
-    /// If the port cannot be re-bound within a few seconds.
-    pub async fn restart(&self) {
-        if let Err(err) = self.server.try_restart().await {
-            panic!("klaxon-fakes: cannot re-bind {}: {err}", self.url());
-        }
-    }
+    crate::lifecycle_methods!();
 
     /// Registers (or re-keys) a webhook.
     pub fn add_webhook(&self, id: &str, token: &str) {

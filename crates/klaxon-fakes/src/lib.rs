@@ -36,6 +36,39 @@ pub enum FailMode {
     Slow(std::time::Duration),
 }
 
+/// The lifecycle and failure-injection methods every fake shares; each fake struct has a
+/// `server: Server` and a `shared` with `faults: Faults`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! lifecycle_methods {
+    () => {
+        /// Switches the standing failure mode.
+        pub fn set_fail(&self, mode: $crate::FailMode) {
+            self.shared.faults.set(mode);
+        }
+
+        /// Makes the next `n` requests fail with `status`, then behaves normally again.
+        pub fn fail_next(&self, n: usize, status: u16) {
+            self.shared.faults.fail_next(n, status);
+        }
+
+        /// Stops serving: the port refuses connections until [`restart`](Self::restart).
+        pub async fn stop(&self) {
+            self.server.stop().await;
+        }
+
+        /// Serves again on the same port, keeping all recorded state.
+        ///
+        /// # Panics
+        /// If the port cannot be re-bound within a few seconds.
+        pub async fn restart(&self) {
+            if let Err(err) = self.server.try_restart().await {
+                panic!("klaxon-fakes: cannot re-bind {}: {err}", self.url());
+            }
+        }
+    };
+}
+
 /// Locks a mutex, ignoring poisoning: a panicking test thread must not turn every later request
 /// into a second panic inside the fake.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

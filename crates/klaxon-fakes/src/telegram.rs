@@ -26,9 +26,7 @@ use tokio::time::Instant;
 
 use crate::fault::{Fault, Faults};
 use crate::server::Server;
-use crate::{
-    FailMode, ceil_secs, fnv1a, is_content_type, lock, markup, reason_phrase, status_code,
-};
+use crate::{ceil_secs, fnv1a, is_content_type, lock, markup, reason_phrase, status_code};
 
 /// The bot token [`FakeTelegram::start`] accepts; more can be added with
 /// [`FakeTelegram::with_token`].
@@ -204,30 +202,7 @@ impl FakeTelegram {
         self.server.url()
     }
 
-    /// Switches the standing failure mode.
-    pub fn set_fail(&self, mode: FailMode) {
-        self.shared.faults.set(mode);
-    }
-
-    /// Makes the next `n` requests fail with `status`, then behaves normally again.
-    pub fn fail_next(&self, n: usize, status: u16) {
-        self.shared.faults.fail_next(n, status);
-    }
-
-    /// Stops serving: the port refuses connections until [`restart`](Self::restart).
-    pub async fn stop(&self) {
-        self.server.stop().await;
-    }
-
-    /// Serves again on the same port, keeping all recorded state.
-    ///
-    /// # Panics
-    /// If the port cannot be re-bound within a few seconds.
-    pub async fn restart(&self) {
-        if let Err(err) = self.server.try_restart().await {
-            panic!("klaxon-fakes: cannot re-bind {}: {err}", self.url());
-        }
-    }
+    crate::lifecycle_methods!();
 
     /// Accepts one more bot token.
     pub fn with_token(&self, token: &str) -> &Self {

@@ -27,7 +27,7 @@ use sha2::Sha256;
 
 use crate::fault::{Fault, Faults};
 use crate::server::Server;
-use crate::{FailMode, lock, reason_phrase, status_code};
+use crate::{lock, reason_phrase, status_code};
 
 /// Receivers accept timestamps within ±5 minutes of their clock (PROVIDERS.md §5).
 pub const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
@@ -194,30 +194,7 @@ impl WebhookSink {
         self.server.url()
     }
 
-    /// Switches the standing failure mode.
-    pub fn set_fail(&self, mode: FailMode) {
-        self.shared.faults.set(mode);
-    }
-
-    /// Makes the next `n` requests fail with `status`, then behaves normally again.
-    pub fn fail_next(&self, n: usize, status: u16) {
-        self.shared.faults.fail_next(n, status);
-    }
-
-    /// Stops serving: the port refuses connections until [`restart`](Self::restart).
-    pub async fn stop(&self) {
-        self.server.stop().await;
-    }
-
-    /// Serves again on the same port, keeping all recorded state.
-    ///
-    /// # Panics
-    /// If the port cannot be re-bound within a few seconds.
-    pub async fn restart(&self) {
-        if let Err(err) = self.server.try_restart().await {
-            panic!("klaxon-fakes: cannot re-bind {}: {err}", self.url());
-        }
-    }
+    crate::lifecycle_methods!();
 
     /// Answers every request with `status`, e.g. 410 Gone to make a sender disable the
     /// endpoint. A non-2xx status is answered before any check and nothing is recorded; a

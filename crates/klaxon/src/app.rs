@@ -11,7 +11,7 @@ use klaxon_store::Store;
 use klaxon_store::group::GroupCommitter;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::deliver::registry::Registry;
+use crate::deliver::registry::{Guard, Registry};
 use crate::deliver::{Engine, EngineHandle};
 use crate::ingest::Ingest;
 
@@ -119,12 +119,7 @@ async fn refresh_gauges(store: Arc<dyn Store>, registry: Arc<Registry>) {
             }
         }
         for rt in registry.all() {
-            let up = rt.enabled()
-                && rt
-                    .breaker
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_closed();
+            let up = rt.enabled() && rt.breaker.guard().is_closed();
             metrics::gauge!("klaxon_channel_up", "channel" => rt.spec.name.clone()).set(if up {
                 1.0
             } else {

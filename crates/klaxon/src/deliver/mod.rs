@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use self::decide::{Effects, decide};
-use self::registry::{Registry, Runtime};
+use self::registry::{Guard, Registry, Runtime};
 
 /// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
 /// back to the store with `not_before` at the slot.
@@ -96,11 +96,7 @@ impl Engine {
         });
         // Pauses persisted by an earlier run (a 429's retry_after) still hold.
         for rt in engine.registry.all() {
-            let paused = rt
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .paused_until;
+            let paused = rt.state.guard().paused_until;
             if let Some(until) = paused.filter(|t| *t > Utc::now()) {
                 engine.pause(rt, (until - Utc::now()).to_std().unwrap_or_default());
             }
@@ -207,13 +203,7 @@ impl Engine {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let ids: Vec<Uuid> = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
+            let ids = self.in_flight_ids();
             let until = Utc::now() + TimeDelta::from_std(self.lease).unwrap_or_default();
             if let Err(e) = self.store.renew(&self.owner, &ids, until).await {
                 tracing::warn!(error = %e, "could not renew delivery leases");
@@ -229,7 +219,7 @@ impl Engine {
                 if !rt.enabled() {
                     return true;
                 }
-                let b = rt.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                let b = rt.breaker.guard();
                 b.blocked_until().is_some_and(|until| until > now)
             })
             .map(|rt| rt.spec.name.clone())
@@ -271,11 +261,7 @@ impl Engine {
                 continue;
             };
             // The circuit may have opened since the claim, or this may be the half-open probe.
-            let allowed = rt
-                .breaker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .allow(now_mono);
+            let allowed = rt.breaker.guard().allow(now_mono);
             if !allowed {
                 deferrals.push(Deferral {
                     delivery_id: c.delivery.id,
@@ -286,7 +272,7 @@ impl Engine {
             let mut keys = rt.channel.limits(c.delivery.target.as_deref());
             keys.push(rt.channel_key());
             let at = {
-                let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+                let mut limiter = self.limiter.guard();
                 let earliest = limiter.earliest(&keys, now_mono);
                 if earliest - now_mono > HOLD_MAX {
                     deferrals.push(Deferral {
@@ -306,10 +292,7 @@ impl Engine {
                 });
                 continue;
             };
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(c.delivery.id);
+            self.in_flight.guard().insert(c.delivery.id);
             let engine = self.clone();
             let cancel = cancel.clone();
             let deadline = self.origin + at;
@@ -375,10 +358,7 @@ impl Engine {
             self.pause(&rt, hold);
         }
         self.account(&rt, &c, &completion, &effects, now).await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&c.delivery.id);
+        self.in_flight.guard().remove(&c.delivery.id);
         if self.completions.send(completion).await.is_err() {
             tracing::error!(delivery = %c.delivery.id, "completion writer stopped; the lease will expire and the delivery be retried");
         }
@@ -406,11 +386,8 @@ impl Engine {
                     .as_secs_f64();
                 metrics::histogram!("klaxon_delivery_seconds", "channel" => name.clone())
                     .record(secs);
-                rt.breaker
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .on_success();
-                let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+                rt.breaker.guard().on_success();
+                let mut s = rt.state.guard();
                 s.last_success_at = Some(now);
             }
             DeliveryStatus::Retrying => {
@@ -424,17 +401,13 @@ impl Engine {
         }
         let mut patch = ChannelPatch::default();
         if let Some(err) = &done.attempt.error {
-            let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = rt.state.guard();
             s.last_error = Some(err.clone());
             s.last_error_at = Some(now);
             patch.last_error = Some((err.clone(), now));
         }
         if effects.failure {
-            let opened = rt
-                .breaker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .on_failure(self.mono());
+            let opened = rt.breaker.guard().on_failure(self.mono());
             if opened {
                 tracing::warn!(channel = %name, cooldown = ?self.cfg.breaker.cooldown, "circuit opened after repeated failures");
             }
@@ -449,7 +422,7 @@ impl Engine {
         }
         if let Some(reason) = &effects.disable {
             tracing::error!(channel = %name, %reason, "disabling channel");
-            let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = rt.state.guard();
             s.enabled = Some(false);
             s.disabled_reason = Some(reason.clone());
             patch.enabled = Some(Some(false));
@@ -466,29 +439,19 @@ impl Engine {
     fn pause(&self, rt: &Runtime, d: Duration) {
         let key: LimitKey = rt.channel_key();
         let until = self.mono() + d;
-        self.limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pause(&key.key, key.rate, until);
-        let mut s = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.limiter.guard().pause(&key.key, key.rate, until);
+        let mut s = rt.state.guard();
         s.paused_until = Some(Utc::now() + TimeDelta::from_std(d).unwrap_or_default());
     }
 
     /// How long the channel is still paused (by a 429), if it is.
     fn paused_for(&self, rt: &Runtime) -> Option<Duration> {
-        let until = rt
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .paused_until?;
+        let until = rt.state.guard().paused_until?;
         (until - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
     }
 
     async fn defer_one(&self, id: Uuid, wait: Duration) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.in_flight.guard().remove(&id);
         let item = Deferral {
             delivery_id: id,
             not_before: Utc::now() + TimeDelta::from_std(wait).unwrap_or_default(),
@@ -500,7 +463,7 @@ impl Engine {
 
     async fn release(&self, ids: Vec<Uuid>) {
         {
-            let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut f = self.in_flight.guard();
             for id in &ids {
                 f.remove(id);
             }
@@ -517,12 +480,13 @@ impl Engine {
         }
     }
 
+    fn in_flight_ids(&self) -> Vec<Uuid> {
+        self.in_flight.guard().iter().copied().collect()
+    }
+
     /// Deliveries claimed and not finished.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.in_flight.guard().len()
     }
 }
 
@@ -537,14 +501,7 @@ impl EngineHandle {
             .await
             .is_err()
         {
-            let left: Vec<Uuid> = self
-                .engine
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
+            let left = self.engine.in_flight_ids();
             tracing::warn!(
                 count = left.len(),
                 "sends still running at the end of the grace period; handing them back"

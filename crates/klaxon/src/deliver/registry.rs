@@ -15,6 +15,18 @@ use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_store::ChannelState;
 use serde::Serialize;
 
+/// Locks a mutex whether or not a panicking thread poisoned it: the state behind these locks is
+/// counters and flags that stay meaningful, and the engine must keep running.
+pub trait Guard<T> {
+    fn guard(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> Guard<T> for Mutex<T> {
+    fn guard(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One channel at run time.
 pub struct Runtime {
     pub spec: ChannelSpec,
@@ -74,7 +86,7 @@ pub struct ChannelView {
 
 impl Runtime {
     pub fn enabled(&self) -> bool {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.state.guard();
         s.enabled.unwrap_or(self.spec.enabled)
     }
 
@@ -93,12 +105,8 @@ impl Runtime {
     }
 
     pub fn view(&self, now: DateTime<Utc>) -> ChannelView {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let breaker = self
-            .breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state();
+        let s = self.state.guard().clone();
+        let breaker = self.breaker.guard().state();
         let enabled = s.enabled.unwrap_or(self.spec.enabled);
         let paused = s.paused_until.filter(|t| *t > now);
         let failing = match (s.last_error_at, s.last_success_at) {
