@@ -136,6 +136,8 @@ struct BotState {
     per_bot: HashMap<String, Window>,
     /// Set by `force_429`: the next `sendMessage` answers 429 with this `retry_after`.
     forced_429: Option<u64>,
+    /// Formatted messages still to refuse with "can\'t parse entities" (a markup bug on demand).
+    refuse_markup: usize,
     /// While a forced `retry_after` runs: every `sendMessage` before it is a client violation.
     banned_until: Option<Instant>,
     early_requests: usize,
@@ -178,6 +180,7 @@ impl FakeTelegram {
             per_group: HashMap::new(),
             per_bot: HashMap::new(),
             forced_429: None,
+            refuse_markup: 0,
             banned_until: None,
             early_requests: 0,
             count_429: 0,
@@ -246,6 +249,12 @@ impl FakeTelegram {
     /// `retry_after` sends none.
     pub fn force_429(&self, retry_after_secs: u64) {
         lock(&self.shared.state).forced_429 = Some(retry_after_secs);
+    }
+
+    /// Makes the next `n` formatted (`parse_mode` set) `sendMessage` requests fail with
+    /// "can't parse entities", as Telegram does for a markup bug; plain-text requests pass.
+    pub fn refuse_markup_next(&self, n: usize) {
+        lock(&self.shared.state).refuse_markup = n;
     }
 
     /// How many 429 answers were given (rate limits, forced, or injected failures).
@@ -661,6 +670,12 @@ impl BotState {
             return Err(Reject::bad_request("message text is empty"));
         }
         let raw_mode = string_param(params.get("parse_mode"), "parse_mode")?;
+        if raw_mode.as_deref().is_some_and(|m| !m.is_empty()) && self.refuse_markup > 0 {
+            self.refuse_markup -= 1;
+            return Err(Reject::bad_request(
+                "can't parse entities: Can't find end of the entity starting at byte offset 0",
+            ));
+        }
         let plain = match parse_mode(raw_mode.as_deref())? {
             None => Ok(text.clone()),
             Some(ParseMode::Html) => markup::parse_html(&text),

@@ -388,3 +388,23 @@ async fn scheduled_and_expired() {
     assert_eq!(statuses(&v), ["expired"], "{v:#}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn telegram_markup_refused_is_resent_once_as_plain_text() {
+    let tg = FakeTelegram::start().await;
+    let cfg = fast_retries(&format!("[channels.tg]\nurl = \"tgram://{TOKEN}/5\"\n"));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    tg.refuse_markup_next(1);
+    let id = send(&s, json!({"title": "Fill", "message": "BUY 2 @ 23,488.75"})).await;
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered"]);
+    assert_eq!(
+        v["deliveries"][0]["attempts"].as_array().unwrap().len(),
+        1,
+        "recovered inside one attempt"
+    );
+    let m = tg.messages();
+    assert_eq!((m.len(), m[0].parse_mode.as_deref()), (1, None));
+    assert!(m[0].plain.contains("BUY 2 @ 23,488.75"));
+    s.stop().await;
+}
