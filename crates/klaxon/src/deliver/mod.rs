@@ -15,6 +15,7 @@ pub mod decide;
 pub mod registry;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -182,7 +183,7 @@ impl Engine {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
             }
@@ -211,12 +212,18 @@ impl Engine {
         }
     }
 
+    /// Most sends one channel may have in flight: three quarters of all slots, so a slow
+    /// provider leaves room for the others.
+    fn per_channel_cap(&self) -> usize {
+        (self.cfg.concurrency * 3 / 4).max(1)
+    }
+
     /// Channels whose rows should stay in the store for now.
     fn blocked_channels(&self, now: Duration) -> Vec<String> {
         self.registry
             .all()
             .filter(|rt| {
-                if !rt.enabled() {
+                if !rt.enabled() || rt.busy.load(Ordering::Relaxed) >= self.per_channel_cap() {
                     return true;
                 }
                 let b = rt.breaker.guard();
@@ -284,6 +291,13 @@ impl Engine {
                 }
                 limiter.reserve(&keys, now_mono)
             };
+            if rt.busy.load(Ordering::Relaxed) >= self.per_channel_cap() {
+                deferrals.push(Deferral {
+                    delivery_id: c.delivery.id,
+                    not_before: Utc::now(),
+                });
+                continue;
+            }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 // More claimed than slots (another path took one): hand it straight back.
                 deferrals.push(Deferral {
@@ -296,7 +310,10 @@ impl Engine {
             let engine = self.clone();
             let cancel = cancel.clone();
             let deadline = self.origin + at;
+            let busy = Busy::new(rt.clone(), self.clone());
             self.tasks.spawn(async move {
+                // Dropped in reverse order: the slot is free before `busy` wakes the scheduler.
+                let _busy = busy;
                 let _permit = permit;
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {
@@ -554,6 +571,24 @@ async fn write_completions(
         if stopping {
             return;
         }
+    }
+}
+
+/// Counts a send against its channel's cap for as long as it lives; when it ends, the
+/// scheduler is woken, since a slot and a place under the cap just came free.
+struct Busy(Arc<Runtime>, Arc<Engine>);
+
+impl Busy {
+    fn new(rt: Arc<Runtime>, engine: Arc<Engine>) -> Self {
+        rt.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(rt, engine)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.1.wake();
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Runtime {
     pub failed: AtomicU64,
     pub retried: AtomicU64,
     pub throttled: AtomicU64,
+    /// Sends in flight (or holding a slot) on this channel: capped so one slow provider cannot
+    /// take every worker and hold up a critical alert elsewhere.
+    pub busy: std::sync::atomic::AtomicUsize,
 }
 
 /// The parts of a channel's state that change while running.
@@ -186,6 +189,7 @@ impl Registry {
                     failed: AtomicU64::new(0),
                     retried: AtomicU64::new(0),
                     throttled: AtomicU64::new(0),
+                    busy: std::sync::atomic::AtomicUsize::new(0),
                 };
                 (spec.name.clone(), Arc::new(rt))
             })
