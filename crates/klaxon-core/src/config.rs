@@ -750,3 +750,15 @@ silent = true
         assert!(err.0[0].message.contains("`b`"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The annotated example in the repository root stays valid.
+    #[test]
+    fn example_file_loads() {
+        let text = include_str!("../../../klaxon.example.toml");
+        let c = super::Config::load(Some(text), &std::collections::BTreeMap::new()).unwrap();
+        assert_eq!(c.channels.len(), 4);
+        assert_eq!(c.routes.len(), 3);
+    }
+}
