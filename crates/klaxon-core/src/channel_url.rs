@@ -61,7 +61,7 @@ pub struct DiscordSpec {
 pub struct WebhookSpec {
     /// The full target URL; a `Secret` because users put tokens in paths and queries.
     pub url: Secret,
-    /// `scheme://host[:port]/path` with credentials and query removed, for display.
+    /// `scheme://host[:port]/…` — no credentials, path or query — for display.
     pub display: String,
     pub method: String,
     /// Standard Webhooks `whsec_…` secret; requests are signed when set.
@@ -310,12 +310,14 @@ fn webhook(scheme: &str, rest: &str, query: &str, opts: &Options) -> Result<Prov
         }
         headers.push((k.clone(), Secret::new(v.clone())));
     }
+    // Hook URLs often carry their token in the path (`/hooks/T0/B0/XXXX`), so the path is not
+    // shown either: the host says where it goes.
     let display = format!(
         "{}://{}{}{}",
         url.scheme(),
         url.host_str().unwrap_or(""),
         url.port().map(|p| format!(":{p}")).unwrap_or_default(),
-        url.path()
+        if url.path().len() > 1 { "/…" } else { "/" }
     );
     Ok(Provider::Webhook(WebhookSpec {
         url: Secret::new(url.to_string()),
@@ -406,7 +408,7 @@ mod tests {
             panic!()
         };
         assert_eq!(w.url.expose(), "https://example.com:8443/hook?x=1");
-        assert_eq!(w.display, "https://example.com:8443/hook");
+        assert_eq!(w.display, "https://example.com:8443/…");
         assert_eq!(w.method, "PUT");
         assert_eq!(w.headers[0].0, "X-Token");
         assert_eq!(w.basic_auth.as_ref().unwrap().1.expose(), "pa ss");
