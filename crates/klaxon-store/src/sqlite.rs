@@ -97,6 +97,41 @@ fn notification_from_body(body: &str) -> Result<Notification> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
 }
 
+/// Rows per multi-row INSERT: 64 × 12 parameters stays far below SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// `prefix (?, ?, …), (?, ?, …)…`: placeholders only, so the text is safe to build.
+fn multi_row(prefix: &str, columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 2));
+    sql.push_str(prefix);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&row);
+    }
+    sql
+}
+
+/// What inserting `e` produced, before the commit makes it true.
+fn summary(e: &NewEntry) -> Inserted {
+    Inserted {
+        notification_id: e.notification.id,
+        duplicate: false,
+        deliveries: e
+            .deliveries
+            .iter()
+            .map(|d| DeliverySummary {
+                id: d.id,
+                channel: d.channel.clone(),
+                target: d.target.clone(),
+                status: DeliveryStatus::Pending,
+            })
+            .collect(),
+    }
+}
+
 async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Option<Inserted>> {
     let Some(row) = sqlx::query("SELECT id FROM notifications WHERE idempotency_key = ?")
         .bind(key)
@@ -174,67 +209,91 @@ impl Store for SqliteStore {
     async fn insert(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>> {
         let now = ms(Utc::now());
         let mut tx = self.writer.begin().await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            let n = &e.notification;
-            if let Some(key) = &n.idempotency_key
-                && let Some(first) = existing(&mut tx, key).await?
-            {
-                out.push(first);
+        // Pass 1: settle idempotency (against the table and earlier entries of this batch).
+        let mut out: Vec<Option<Inserted>> = Vec::with_capacity(entries.len());
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut fresh: Vec<usize> = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let Some(key) = e.notification.idempotency_key.as_deref() else {
+                fresh.push(i);
+                out.push(None);
                 continue;
+            };
+            if let Some(&j) = first_in_batch.get(key) {
+                out.push(Some(Inserted {
+                    duplicate: true,
+                    ..summary(&entries[j])
+                }));
+            } else if let Some(first) = existing(&mut tx, key).await? {
+                out.push(Some(first));
+            } else {
+                first_in_batch.insert(key, i);
+                fresh.push(i);
+                out.push(None);
             }
-            let body = serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id_str(n.id))
-            .bind(ms(n.created_at))
-            .bind(n.severity.as_str())
-            .bind(n.priority.as_str())
-            .bind(&n.event_type)
-            .bind(&n.source)
-            .bind(&n.user_id)
-            .bind(&n.title)
-            .bind(&n.message)
-            .bind(&n.idempotency_key)
-            .bind(&n.dedup_key)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
-            let not_before = n.send_at.map(ms).unwrap_or(now);
-            let mut deliveries = Vec::with_capacity(e.deliveries.len());
-            for d in &e.deliveries {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?)",
-                )
-                .bind(id_str(d.id))
-                .bind(id_str(n.id))
-                .bind(&d.channel)
-                .bind(&d.target)
-                .bind(n.priority.rank())
-                .bind(not_before)
-                .bind(n.expires_at.map(ms))
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                deliveries.push(DeliverySummary {
-                    id: d.id,
-                    channel: d.channel.clone(),
-                    target: d.target.clone(),
-                    status: DeliveryStatus::Pending,
-                });
+        }
+        // Pass 2: multi-row inserts; a statement per row would cost a round trip each.
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) VALUES ",
+                12,
+                chunk.len(),
+            )));
+            for &i in chunk {
+                let n = &entries[i].notification;
+                let body =
+                    serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                q = q
+                    .bind(id_str(n.id))
+                    .bind(ms(n.created_at))
+                    .bind(n.severity.as_str())
+                    .bind(n.priority.as_str())
+                    .bind(n.event_type.clone())
+                    .bind(n.source.clone())
+                    .bind(n.user_id.clone())
+                    .bind(n.title.clone())
+                    .bind(n.message.clone())
+                    .bind(n.idempotency_key.clone())
+                    .bind(n.dedup_key.clone())
+                    .bind(body);
             }
-            out.push(Inserted {
-                notification_id: n.id,
-                duplicate: false,
-                deliveries,
-            });
+            q.execute(&mut *tx).await?;
+        }
+        let rows: Vec<(&Notification, &NewDelivery)> = fresh
+            .iter()
+            .flat_map(|&i| {
+                let e = &entries[i];
+                e.deliveries.iter().map(move |d| (&e.notification, d))
+            })
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) VALUES ",
+                11,
+                chunk.len(),
+            )));
+            for (n, d) in chunk {
+                q = q
+                    .bind(id_str(d.id))
+                    .bind(id_str(n.id))
+                    .bind(d.channel.clone())
+                    .bind(d.target.clone())
+                    .bind(DeliveryStatus::Pending.as_str())
+                    .bind(n.priority.rank())
+                    .bind(0i64)
+                    .bind(n.send_at.map(ms).unwrap_or(now))
+                    .bind(n.expires_at.map(ms))
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .zip(&entries)
+            .map(|(o, e)| o.unwrap_or_else(|| summary(e)))
+            .collect())
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
