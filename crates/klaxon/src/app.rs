@@ -56,6 +56,7 @@ impl Service {
             &http,
             &config.delivery.breaker,
             &persisted,
+            config.delivery.concurrency,
         ));
         let engine = Engine::start(
             store.clone(),

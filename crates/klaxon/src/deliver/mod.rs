@@ -44,6 +44,10 @@ const CLAIM_MAX: usize = 256;
 /// The scheduler looks at the store at least this often (expired leases of crashed workers,
 /// rows written by another process).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A send that got its slots this much after its planned time asks the limiter again.
+const LATE: Duration = Duration::from_millis(20);
+/// How long a busy scheduler waits for more sends to finish before claiming.
+const CLAIM_GATHER: Duration = Duration::from_millis(2);
 /// Completions written in one transaction.
 const COMPLETE_BATCH: usize = 512;
 
@@ -141,16 +145,30 @@ impl Engine {
             .unwrap_or_else(|| self.cfg.retry.clone())
     }
 
+    /// Claimed deliveries the engine may hold at once (sending, or waiting for a send slot or
+    /// a rate-limit slot): twice the send slots, so the next work is at hand when a send ends
+    /// and claims come in groups rather than one transaction per freed slot.
+    fn room(&self) -> usize {
+        (self.cfg.concurrency.max(1) * 2)
+            .saturating_sub(self.in_flight())
+            .min(CLAIM_MAX)
+    }
+
     async fn schedule(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             if cancel.is_cancelled() {
                 return;
             }
-            let free = self.slots.available_permits();
-            let claimed = if free == 0 {
+            let mut room = self.room();
+            if room > 0 && room < self.cfg.concurrency / 4 {
+                // Under load: let a few more sends finish so one claim takes a group.
+                tokio::time::sleep(CLAIM_GATHER).await;
+                room = self.room();
+            }
+            let claimed = if room == 0 {
                 0
             } else {
-                match self.claim_round(free.min(CLAIM_MAX), &cancel).await {
+                match self.claim_round(room, &cancel).await {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed; retrying in 1 s");
@@ -162,12 +180,12 @@ impl Engine {
                     }
                 }
             };
-            if claimed > 0 && claimed == free.min(CLAIM_MAX) {
+            if claimed > 0 && claimed == room {
                 // Probably more due: go again at once (after giving senders a turn).
                 tokio::task::yield_now().await;
                 continue;
             }
-            let wait = if free == 0 {
+            let wait = if room == 0 {
                 IDLE_POLL
             } else {
                 match self.store.next_due().await {
@@ -178,15 +196,13 @@ impl Engine {
                     _ => IDLE_POLL,
                 }
             };
-            if wait.is_zero() && claimed == 0 && free > 0 {
-                // Due rows exist but were all skipped (blocked channel): do not spin.
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                }
-                continue;
-            }
+            // Due rows that were all skipped (blocked channel) must not make us spin: then
+            // only a wake-up (new work, a finished send) or the poll brings us back.
+            let wait = if wait.is_zero() && claimed == 0 {
+                IDLE_POLL
+            } else {
+                wait
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.wake.notified() => {}
@@ -212,18 +228,13 @@ impl Engine {
         }
     }
 
-    /// Most sends one channel may have in flight: three quarters of all slots, so a slow
-    /// provider leaves room for the others.
-    fn per_channel_cap(&self) -> usize {
-        (self.cfg.concurrency * 3 / 4).max(1)
-    }
-
     /// Channels whose rows should stay in the store for now.
     fn blocked_channels(&self, now: Duration) -> Vec<String> {
         self.registry
             .all()
             .filter(|rt| {
-                if !rt.enabled() || rt.busy.load(Ordering::Relaxed) >= self.per_channel_cap() {
+                // A channel holding twice its cap has enough at hand.
+                if !rt.enabled() || rt.busy.load(Ordering::Relaxed) >= 2 * rt.cap {
                     return true;
                 }
                 let b = rt.breaker.guard();
@@ -291,32 +302,32 @@ impl Engine {
                 }
                 limiter.reserve(&keys, now_mono)
             };
-            if rt.busy.load(Ordering::Relaxed) >= self.per_channel_cap() {
-                deferrals.push(Deferral {
-                    delivery_id: c.delivery.id,
-                    not_before: Utc::now(),
-                });
-                continue;
-            }
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                // More claimed than slots (another path took one): hand it straight back.
-                deferrals.push(Deferral {
-                    delivery_id: c.delivery.id,
-                    not_before: Utc::now(),
-                });
-                continue;
-            };
             self.in_flight.guard().insert(c.delivery.id);
             let engine = self.clone();
             let cancel = cancel.clone();
             let deadline = self.origin + at;
             let busy = Busy::new(rt.clone(), self.clone());
+            let slots = self.slots.clone();
             self.tasks.spawn(async move {
-                // Dropped in reverse order: the slot is free before `busy` wakes the scheduler.
+                // Dropped in reverse order: the slots are free before `busy` wakes the scheduler.
                 let _busy = busy;
-                let _permit = permit;
                 tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {
+                    permits = async {
+                        // A place under the channel's cap, a send slot, then the rate-limit
+                        // slot. Slots are held through the (≤ HOLD_MAX) wait for the clock so
+                        // a send never goes later than planned and bunches with the next one;
+                        // if the slots themselves came late, the limiter plans anew.
+                        let mine = rt.slots.clone().acquire_owned().await;
+                        let all = slots.acquire_owned().await;
+                        let mut deadline = deadline;
+                        if Instant::now() > deadline + LATE {
+                            let at = engine.limiter.guard().reserve(&keys, engine.mono());
+                            deadline = engine.origin + at;
+                        }
+                        tokio::time::sleep_until(deadline).await;
+                        (all, mine)
+                    } => {
+                        let _permits = permits;
                         // A 429 may have paused the channel while this one waited for its slot.
                         match engine.paused_for(&rt) {
                             Some(wait) => engine.defer_one(c.delivery.id, wait).await,

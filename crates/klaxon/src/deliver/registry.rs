@@ -37,9 +37,12 @@ pub struct Runtime {
     pub failed: AtomicU64,
     pub retried: AtomicU64,
     pub throttled: AtomicU64,
-    /// Sends in flight (or holding a slot) on this channel: capped so one slow provider cannot
-    /// take every worker and hold up a critical alert elsewhere.
+    /// Deliveries of this channel the engine holds (waiting or sending).
     pub busy: std::sync::atomic::AtomicUsize,
+    /// At most `cap` sends at once on this channel — three quarters of all send slots — so one
+    /// slow provider cannot take every slot and hold up a critical alert elsewhere.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    pub cap: usize,
 }
 
 /// The parts of a channel's state that change while running.
@@ -166,7 +169,9 @@ impl Registry {
         http: &reqwest::Client,
         breaker: &BreakerPolicy,
         persisted: &[ChannelState],
+        concurrency: usize,
     ) -> Self {
+        let cap = (concurrency * 3 / 4).max(1);
         let channels = specs
             .iter()
             .map(|spec| {
@@ -190,6 +195,8 @@ impl Registry {
                     retried: AtomicU64::new(0),
                     throttled: AtomicU64::new(0),
                     busy: std::sync::atomic::AtomicUsize::new(0),
+                    slots: Arc::new(tokio::sync::Semaphore::new(cap)),
+                    cap,
                 };
                 (spec.name.clone(), Arc::new(rt))
             })
