@@ -11,12 +11,15 @@ CREATE TABLE notifications (
     user_id         TEXT,
     title           TEXT,
     message         TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     dedup_key       TEXT,
     -- The whole notification (data, tags, attachments, …) as JSON: what the sender gets back.
     body            TEXT NOT NULL
 );
 CREATE INDEX notifications_created ON notifications (created_at);
+-- Partial: most notifications have no key, and an index entry per row would cost every insert.
+CREATE UNIQUE INDEX notifications_idempotency ON notifications (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE deliveries (
     id              TEXT PRIMARY KEY,
