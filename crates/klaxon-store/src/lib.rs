@@ -75,8 +75,9 @@ pub struct ClaimRequest {
     pub limit: usize,
     pub lease: std::time::Duration,
     pub owner: String,
-    /// Channels not to claim for now (disabled, circuit open): their rows stay untouched.
-    pub skip_channels: Vec<String>,
+    /// The channels that may send now. Rows of others (disabled, circuit open, not configured
+    /// any more) stay untouched — and unread, however many there are.
+    pub channels: Vec<String>,
 }
 
 /// A claimed delivery with the notification it carries.

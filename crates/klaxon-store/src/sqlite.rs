@@ -299,27 +299,51 @@ impl Store for SqliteStore {
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
         let now = ms(req.now);
         let lease_until = now + req.lease.as_millis() as i64;
-        let skip = serde_json::to_string(&req.skip_channels).unwrap_or_else(|_| "[]".into());
         let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE deliveries SET status = 'sending', lease_until = ?1, lease_owner = ?2, updated_at = ?3 \
-             WHERE id IN ( \
-               SELECT id FROM deliveries \
-               WHERE status IN ('pending', 'retrying', 'sending') \
-                 AND (CASE WHEN status = 'sending' THEN lease_until < ?3 ELSE not_before <= ?3 END) \
-                 AND channel NOT IN (SELECT value FROM json_each(?4)) \
-               ORDER BY priority DESC, not_before, id LIMIT ?5) \
-             RETURNING ",
-            delivery_columns!(),
-            ", priority"
-        ))
-        .bind(lease_until)
-        .bind(&req.owner)
-        .bind(now)
-        .bind(skip)
-        .bind(req.limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
+        // One short indexed query per channel that may send, so the rows of a disabled or
+        // paused channel — however many — are never read; then the best `limit` of them all.
+        let mut candidates: Vec<(i64, i64, String)> = Vec::new();
+        for channel in &req.channels {
+            let rows = sqlx::query(
+                "SELECT id, priority, not_before FROM deliveries \
+                 WHERE channel = ?1 AND status IN ('pending', 'retrying', 'sending') \
+                   AND (CASE WHEN status = 'sending' THEN lease_until < ?2 ELSE not_before <= ?2 END) \
+                 ORDER BY priority DESC, not_before LIMIT ?3",
+            )
+            .bind(channel)
+            .bind(now)
+            .bind(req.limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                candidates.push((
+                    r.try_get("priority")?,
+                    r.try_get("not_before")?,
+                    r.try_get("id")?,
+                ));
+            }
+        }
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        candidates.truncate(req.limit);
+        let ids: Vec<&str> = candidates.iter().map(|c| c.2.as_str()).collect();
+        let rows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(concat!(
+                "UPDATE deliveries SET status = 'sending', lease_until = ?1, lease_owner = ?2, updated_at = ?3 \
+                 WHERE id IN (SELECT value FROM json_each(?4)) \
+                   AND status IN ('pending', 'retrying', 'sending') \
+                 RETURNING ",
+                delivery_columns!(),
+                ", priority"
+            ))
+            .bind(lease_until)
+            .bind(&req.owner)
+            .bind(now)
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_all(&mut *tx)
+            .await?
+        };
 
         let mut claimed = Vec::with_capacity(rows.len());
         let mut expired = Vec::new();

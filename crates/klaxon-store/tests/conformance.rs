@@ -41,7 +41,7 @@ fn claim_req(limit: usize) -> ClaimRequest {
         limit,
         lease: Duration::from_secs(30),
         owner: "w1".into(),
-        skip_channels: vec![],
+        channels: ["a", "b", "c", "x", "on", "off"].map(String::from).to_vec(),
     }
 }
 
@@ -68,7 +68,8 @@ suite!(
     complete_records_attempts_and_status,
     defer_and_send_at_respect_not_before,
     expired_notifications_are_not_claimed,
-    skip_channels_untouched,
+    only_open_channels_claimed,
+    priority_wins_across_channels,
     list_filters_and_cursor,
     channel_state_persists,
 );
@@ -311,13 +312,13 @@ async fn expired_notifications_are_not_claimed(store: Arc<dyn Store>) {
     assert_eq!(rec.deliveries[0].delivery.status, DeliveryStatus::Expired);
 }
 
-async fn skip_channels_untouched(store: Arc<dyn Store>) {
+async fn only_open_channels_claimed(store: Arc<dyn Store>) {
     store
         .insert(vec![entry(Notification::new("m"), &["off", "on"])])
         .await
         .unwrap();
     let mut req = claim_req(10);
-    req.skip_channels = vec!["off".into()];
+    req.channels = vec!["on".into()];
     let got = store.claim(req).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].delivery.channel, "on");
@@ -440,4 +441,22 @@ async fn channel_state_persists(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(s.enabled, None);
     assert_eq!(store.channel_states().await.unwrap().len(), 1);
+}
+
+async fn priority_wins_across_channels(store: Arc<dyn Store>) {
+    store
+        .insert(vec![
+            entry(Notification::new("low").severity(Severity::Debug), &["a"]),
+            entry(
+                Notification::new("crit").severity(Severity::Critical),
+                &["b"],
+            ),
+        ])
+        .await
+        .unwrap();
+    let got = store.claim(claim_req(1)).await.unwrap();
+    assert_eq!(
+        got[0].notification.message, "crit",
+        "a critical on another channel goes first"
+    );
 }

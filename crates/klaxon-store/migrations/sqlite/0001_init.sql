@@ -43,8 +43,9 @@ CREATE TABLE deliveries (
     updated_at      INTEGER NOT NULL,
     delivered_at    INTEGER
 );
--- The queue: only live rows are indexed, so the index stays small however long history grows.
-CREATE INDEX deliveries_queue ON deliveries (priority DESC, not_before)
+-- The queue, per channel: only live rows are indexed, so the index stays small however long
+-- history grows, and a claim reads only the channels that may send.
+CREATE INDEX deliveries_queue ON deliveries (channel, priority DESC, not_before)
     WHERE status IN ('pending', 'retrying', 'sending');
 CREATE INDEX deliveries_notification ON deliveries (notification_id);
 CREATE INDEX deliveries_status ON deliveries (status, channel);

@@ -228,17 +228,19 @@ impl Engine {
         }
     }
 
-    /// Channels whose rows should stay in the store for now.
-    fn blocked_channels(&self, now: Duration) -> Vec<String> {
+    /// Channels that may send now: enabled, circuit not open, and not already holding twice
+    /// their cap of claimed work.
+    fn open_channels(&self, now: Duration) -> Vec<String> {
         self.registry
             .all()
             .filter(|rt| {
-                // A channel holding twice its cap has enough at hand.
-                if !rt.enabled() || rt.busy.load(Ordering::Relaxed) >= 2 * rt.cap {
-                    return true;
-                }
-                let b = rt.breaker.guard();
-                b.blocked_until().is_some_and(|until| until > now)
+                rt.enabled()
+                    && rt.busy.load(Ordering::Relaxed) < 2 * rt.cap
+                    && rt
+                        .breaker
+                        .guard()
+                        .blocked_until()
+                        .is_none_or(|until| until <= now)
             })
             .map(|rt| rt.spec.name.clone())
             .collect()
@@ -257,25 +259,19 @@ impl Engine {
                 limit,
                 lease: self.lease,
                 owner: self.owner.clone(),
-                skip_channels: self.blocked_channels(now_mono),
+                channels: self.open_channels(now_mono),
             })
             .await?;
         let n = claimed.len();
         let mut deferrals = Vec::new();
         for c in claimed {
             let Some(rt) = self.registry.get(&c.delivery.channel).cloned() else {
-                // Its channel was removed from the configuration: it can never be sent.
-                let reason = format!("channel `{}` is no longer configured", c.delivery.channel);
-                let v = Verdict::reject(reason);
-                let (completion, _) = decide(
-                    &c.delivery,
-                    &v,
-                    &self.cfg.retry,
-                    Utc::now(),
-                    Duration::ZERO,
-                    Utc::now(),
-                );
-                let _ = self.completions.send(completion).await;
+                // Only configured channels are claimed; should another process's row slip in,
+                // it goes back untouched.
+                deferrals.push(Deferral {
+                    delivery_id: c.delivery.id,
+                    not_before: Utc::now() + TimeDelta::seconds(1),
+                });
                 continue;
             };
             // The circuit may have opened since the claim, or this may be the half-open probe.
