@@ -32,7 +32,9 @@ pub struct Runtime {
     pub spec: ChannelSpec,
     pub channel: Arc<dyn Channel>,
     pub breaker: Mutex<Breaker>,
-    pub state: Mutex<LiveState>,
+    /// What changes while running (switch, pause, last error and success): the store's own
+    /// record, loaded at start and written back as it changes.
+    pub state: Mutex<ChannelState>,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub retried: AtomicU64,
@@ -43,19 +45,6 @@ pub struct Runtime {
     /// slow provider cannot take every slot and hold up a critical alert elsewhere.
     pub slots: Arc<tokio::sync::Semaphore>,
     pub cap: usize,
-}
-
-/// The parts of a channel's state that change while running.
-#[derive(Debug, Clone, Default)]
-pub struct LiveState {
-    /// The persisted override (`None`: as configured).
-    pub enabled: Option<bool>,
-    pub disabled_reason: Option<String>,
-    pub paused_until: Option<DateTime<Utc>>,
-    pub muted_until: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<DateTime<Utc>>,
-    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 /// What a channel's state is, as the API names it.
@@ -176,15 +165,10 @@ impl Registry {
             .iter()
             .map(|spec| {
                 let saved = persisted.iter().find(|s| s.channel == spec.name);
-                let state = LiveState {
-                    enabled: saved.and_then(|s| s.enabled),
-                    disabled_reason: saved.and_then(|s| s.disabled_reason.clone()),
-                    paused_until: saved.and_then(|s| s.paused_until),
-                    muted_until: saved.and_then(|s| s.muted_until),
-                    last_error: saved.and_then(|s| s.last_error.clone()),
-                    last_error_at: saved.and_then(|s| s.last_error_at),
-                    last_success_at: saved.and_then(|s| s.last_success_at),
-                };
+                let state = saved.cloned().unwrap_or_else(|| ChannelState {
+                    channel: spec.name.clone(),
+                    ..ChannelState::default()
+                });
                 let rt = Runtime {
                     spec: spec.clone(),
                     channel: klaxon_channels::build(spec, http),
