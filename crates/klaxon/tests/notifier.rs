@@ -9,7 +9,9 @@ use klaxon_fakes::webhook::WebhookSink;
 
 fn config(hook: &str, dir: &tempfile::TempDir, capacity: usize) -> Config {
     let text = format!(
-        "[store]\nurl = \"sqlite://{}\"\n[delivery]\nqueue_capacity = {capacity}\n[channels.hook]\nurl = \"{hook}\"\n",
+        "[store]\nurl = \"sqlite://{}\"\n[delivery]\nqueue_capacity = {capacity}\n\
+         retry = {{ retries = 10, base = \"100ms\", factor = 1.5 }}\nbreaker = {{ threshold = 1000 }}\n\
+         [channels.hook]\nurl = \"{hook}\"\n",
         dir.path().join("n.db").display()
     );
     Config::load(Some(&text), &BTreeMap::new()).unwrap()
@@ -39,6 +41,9 @@ async fn send_never_waits_and_shutdown_delivers_everything() {
         matches!(err, SendError::Invalid(_)),
         "unknown channels are refused at once: {err}"
     );
+    // Let the engine find the provider down (refused connections, retries scheduled).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(), 0);
     sink.restart().await;
     notifier.shutdown().await;
 
