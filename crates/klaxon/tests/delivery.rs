@@ -408,3 +408,40 @@ async fn telegram_markup_refused_is_resent_once_as_plain_text() {
     assert!(m[0].plain.contains("BUY 2 @ 23,488.75"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_provider_times_out_and_is_retried() {
+    let sink = WebhookSink::start().await;
+    let url = sink.url().replacen("http://", "json://", 1);
+    let cfg = fast_retries(&format!(
+        "[channels.hook]\nurl = \"{url}/\"\ntimeout = \"200ms\"\nretry = {{ retries = 20, base = \"50ms\" }}\n"
+    ));
+    let s = TestServer::start(&cfg).await;
+    sink.set_fail(FailMode::Slow(Duration::from_secs(2)));
+    let id = send(&s, json!({"message": "slow"})).await;
+    // Wait until the first attempt has timed out, then let the provider answer promptly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = s.get(&format!("/api/v1/notifications/{id}")).await;
+        if v["deliveries"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            let err = v["deliveries"][0]["attempts"][0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(err.contains("timed out"), "{err}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sink.set_fail(FailMode::None);
+    let v = s.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(statuses(&v), ["delivered"], "{v:#}");
+    s.stop().await;
+}
