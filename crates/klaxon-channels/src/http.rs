@@ -34,23 +34,14 @@ fn source_chain(e: &reqwest::Error) -> String {
         cur = s.source();
     }
     if parts.is_empty() {
-        e.without_url_string()
-    } else {
-        parts.join(": ")
-    }
-}
-
-trait WithoutUrl {
-    fn without_url_string(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_string(&self) -> String {
-        let mut s = self.to_string();
-        if let Some(url) = self.url() {
+        // reqwest's own line quotes the URL (Telegram's holds the token): cut it out.
+        let mut s = e.to_string();
+        if let Some(url) = e.url() {
             s = s.replace(url.as_str(), "[url]");
         }
         s
+    } else {
+        parts.join(": ")
     }
 }
 

@@ -85,7 +85,8 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// Keyed GCRA state: per key, the theoretical arrival time (TAT) of the next event.
+/// Keyed GCRA state: per key, the theoretical arrival time (TAT) of the next event. Keys are
+/// channels and their configured recipients, so the map stays as small as the configuration.
 #[derive(Debug, Default)]
 pub struct Limiter {
     tat: HashMap<String, Duration>,
@@ -130,11 +131,6 @@ impl Limiter {
         let tolerance = rate.interval() * (rate.burst - 1);
         let tat = self.tat.entry(key.to_string()).or_insert(Duration::ZERO);
         *tat = (*tat).max(until + tolerance);
-    }
-
-    /// Forgets keys idle since before `now` so the map does not grow without bound.
-    pub fn prune(&mut self, now: Duration) {
-        self.tat.retain(|_, tat| *tat > now);
     }
 }
 

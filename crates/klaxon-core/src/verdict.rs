@@ -52,10 +52,6 @@ impl Verdict {
             Verdict::Retry { status, .. } | Verdict::Reject { status, .. } => *status,
         }
     }
-
-    pub fn is_delivered(&self) -> bool {
-        matches!(self, Verdict::Delivered { .. })
-    }
 }
 
 /// Maps an HTTP answer to a verdict: 2xx delivered; 408, 425, 429 and 5xx retry (429 throttles,

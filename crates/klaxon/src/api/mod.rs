@@ -355,8 +355,8 @@ async fn list_notifications(
     })))
 }
 
-async fn channel_views(s: &Shared) -> Vec<Value> {
-    let depth = s.store.depth().await.unwrap_or_default();
+/// Channels as the API shows them, with backlog and dead counts from `depth`.
+fn channel_views(s: &Shared, depth: &[klaxon_store::DepthRow]) -> Vec<Value> {
     let now = Utc::now();
     s.registry
         .all()
@@ -380,15 +380,16 @@ async fn channel_views(s: &Shared) -> Vec<Value> {
 }
 
 async fn list_channels(State(s): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!({"channels": channel_views(&s).await}))
+    let depth = s.store.depth().await.unwrap_or_default();
+    Json(json!({"channels": channel_views(&s, &depth)}))
 }
 
 async fn get_channel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    channel_views(&s)
-        .await
+    let depth = s.store.depth().await.unwrap_or_default();
+    channel_views(&s, &depth)
         .into_iter()
         .find(|v| v["name"] == json!(name))
         .map(Json)
@@ -433,7 +434,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "store": {"kind": kind, "ok": store_ok},
         "queue": queue,
         "in_flight": s.engine.in_flight(),
-        "channels": channel_views(&s).await,
+        "channels": channel_views(&s, &depth),
     }))
 }
 

@@ -64,7 +64,7 @@ pub struct Engine {
     completions: mpsc::Sender<Completion>,
     /// Claimed and not yet completed: handed back to the store on shutdown.
     in_flight: Mutex<HashSet<Uuid>>,
-    /// Lets a delivery through the circuit only as the half-open probe.
+    /// Every spawned send, so shutdown can wait for them.
     tasks: TaskTracker,
 }
 
@@ -124,14 +124,6 @@ impl Engine {
     /// New work was committed: look now rather than at the next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
-    }
-
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     fn mono(&self) -> Duration {
