@@ -76,6 +76,60 @@ pub trait Channel: Send + Sync {
 
     /// Every secret this channel holds, so errors can be scrubbed and tests can check none leaks.
     fn secrets(&self) -> Vec<&Secret>;
+
+    /// The provider's cheapest call that proves the credentials and the route work, without
+    /// sending anything to a person (Telegram `getMe`, SMTP `NOOP`, Twilio's account fetch).
+    /// Run at start-up and every few minutes; the result is shown, never acted on.
+    async fn check(&self) -> Health {
+        Health::not_checkable("the provider has no call that checks without sending a message")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Ok,
+    Failed,
+    NotCheckable,
+}
+
+/// What a health check found; `detail` is secret-free (the bot's name, the SMTP greeting, or
+/// why it failed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    pub state: HealthState,
+    pub detail: String,
+}
+
+impl Health {
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Health {
+            state: HealthState::Ok,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn failed(detail: impl Into<String>) -> Self {
+        Health {
+            state: HealthState::Failed,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_checkable(detail: impl Into<String>) -> Self {
+        Health {
+            state: HealthState::NotCheckable,
+            detail: detail.into(),
+        }
+    }
+
+    /// A failed verdict from a check call, as a health result.
+    pub fn from_verdict(v: &Verdict, ok_detail: impl Into<String>) -> Self {
+        match v {
+            Verdict::Delivered { .. } => Health::ok(ok_detail),
+            other => Health::failed(other.reason().unwrap_or("failed").to_string()),
+        }
+    }
 }
 
 /// Builds the channel a spec describes. `http` is shared by every channel (one pool of
@@ -101,6 +155,13 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             spec.timeout,
         )),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
+        // Filled in by their modules as they land (issue 3); until then a send is refused with
+        // a clear reason rather than pretending.
+        Provider::Slack(_)
+        | Provider::Email(_)
+        | Provider::Twilio(_)
+        | Provider::Ntfy(_)
+        | Provider::Pushover(_) => Arc::new(log::Unavailable::new(&spec.name)),
     }
 }
 

@@ -53,3 +53,40 @@ impl Channel for Log {
         Vec::new()
     }
 }
+
+/// Stands in for a provider whose module is not in this build: every send is refused with
+/// that reason, so nothing is silently dropped or falsely reported delivered.
+pub struct Unavailable {
+    name: String,
+}
+
+impl Unavailable {
+    pub fn new(name: &str) -> Self {
+        Unavailable {
+            name: name.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for Unavailable {
+    fn kind(&self) -> &'static str {
+        "unavailable"
+    }
+
+    fn limits(&self, _target: Option<&str>) -> Vec<LimitKey> {
+        Vec::new()
+    }
+
+    async fn send(&self, _n: &Notification, _cx: &SendContext) -> SendReport {
+        klaxon_core::Verdict::reject(format!(
+            "channel `{}`: this provider is not available in this build",
+            self.name
+        ))
+        .into()
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        Vec::new()
+    }
+}

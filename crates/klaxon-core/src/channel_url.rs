@@ -12,6 +12,11 @@ use crate::secret::Secret;
 pub struct ApiBases {
     pub telegram: String,
     pub discord: String,
+    pub slack: String,
+    pub twilio: String,
+    /// The server `ntfy://topic` (no host) publishes to.
+    pub ntfy: String,
+    pub pushover: String,
 }
 
 impl Default for ApiBases {
@@ -19,6 +24,10 @@ impl Default for ApiBases {
         ApiBases {
             telegram: "https://api.telegram.org".into(),
             discord: "https://discord.com".into(),
+            slack: "https://hooks.slack.com".into(),
+            twilio: "https://api.twilio.com".into(),
+            ntfy: "https://ntfy.sh".into(),
+            pushover: "https://api.pushover.net".into(),
         }
     }
 }
@@ -29,6 +38,12 @@ pub enum Provider {
     Telegram(TelegramSpec),
     Discord(DiscordSpec),
     Webhook(WebhookSpec),
+    Slack(SlackSpec),
+    Email(EmailSpec),
+    /// SMS or WhatsApp through Twilio's Messages API.
+    Twilio(TwilioSpec),
+    Ntfy(NtfySpec),
+    Pushover(PushoverSpec),
     /// Writes the rendered notification to the service log: the zero-credentials channel.
     Log,
 }
@@ -69,6 +84,94 @@ pub struct WebhookSpec {
     /// Extra headers; values may be tokens, so they are secrets.
     pub headers: Vec<(String, Secret)>,
     pub basic_auth: Option<(String, Secret)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackSpec {
+    pub api_base: String,
+    /// `T…/B…/…`: the three path parts after `/services/`; together they are the credential.
+    pub token: Secret,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `mailto://`: plain connect, then `STARTTLS` (required, never silently skipped).
+    StartTls,
+    /// `mailtos://`: TLS from the first byte (port 465).
+    Implicit,
+    /// `?tls=no`: a local relay on a trusted network only.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailSpec {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// `AUTH` credentials; none for an open relay.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    /// Display name on `From:` (`?name=`).
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    /// `?verify=no`: accept a self-signed or mismatched certificate. Off by default.
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwilioSpec {
+    pub api_base: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    /// E.164 (`+15551234567`), `whatsapp:+…`, or a Messaging Service SID (`MG…`).
+    pub from: String,
+    /// One delivery each; `whatsapp:+…` when `from` is a WhatsApp sender.
+    pub to: Vec<String>,
+    /// Messages are cut to fit this many SMS segments (`?segments=`, default 2).
+    pub max_segments: u32,
+}
+
+impl TwilioSpec {
+    pub fn is_whatsapp(&self) -> bool {
+        self.from.starts_with("whatsapp:")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NtfyAuth {
+    None,
+    /// `?token=tk_…`: sent as `Authorization: Bearer`.
+    Token(Secret),
+    Basic(String, Secret),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NtfySpec {
+    /// `https://ntfy.sh`, or the self-hosted server.
+    pub server: String,
+    pub topic: String,
+    pub auth: NtfyAuth,
+    /// Extra tags (`?tags=a,b`), sent beside the notification's own.
+    pub tags: Vec<String>,
+    /// `?click=URL`: opened when the notification is tapped.
+    pub click: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushoverSpec {
+    pub api_base: String,
+    pub user: Secret,
+    pub token: Secret,
+    /// Limit to these devices (`pover://USER@TOKEN/DEVICE…`); all of the user's by default.
+    pub devices: Vec<String>,
+    pub sound: Option<String>,
+    /// Emergency (priority 2) re-alerts every `retry` seconds (≥ 30) until `expire` (≤ 10800).
+    pub retry: u32,
+    pub expire: u32,
 }
 
 /// Options given as TOML keys beside `url` (they win over the same option in the query).
@@ -163,6 +266,10 @@ pub fn parse(url: &str, extra: &Options, apis: &ApiBases) -> Result<Provider, St
             let (id, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             discord(id, token, &opts, apis)
         }
+        "https" | "http" if is_slack_webhook(&rest) => {
+            let path = rest.split_once("/services/").map(|(_, p)| p).unwrap_or("");
+            slack(path, apis)
+        }
         "json" | "jsons" => webhook(&scheme, &rest, &query, &opts),
         "http" | "https" => webhook(
             if scheme == "http" { "json" } else { "jsons" },
@@ -170,9 +277,14 @@ pub fn parse(url: &str, extra: &Options, apis: &ApiBases) -> Result<Provider, St
             &query,
             &opts,
         ),
+        "slack" => slack(&rest, apis),
+        "mailto" | "mailtos" => email(&scheme, &rest, &opts),
+        "twilio" => twilio(&rest, &opts, apis),
+        "ntfy" | "ntfys" => ntfy(&scheme, &rest, &opts, apis),
+        "pover" | "pushover" => pushover(&rest, &opts, apis),
         "log" => Ok(Provider::Log),
         other => Err(format!(
-            "unknown scheme `{other}://` (supported: tgram://, discord://, https://discord.com/api/webhooks/…, json://, jsons://, log://)"
+            "unknown scheme `{other}://` (supported: tgram://, discord://, slack://, mailto://, mailtos://, twilio://, ntfy://, ntfys://, pover://, json://, jsons://, https://discord.com/api/webhooks/…, https://hooks.slack.com/services/…, log://)"
         )),
     }
 }
@@ -183,6 +295,317 @@ fn is_discord_webhook(rest: &str) -> bool {
         host,
         "discord.com" | "discordapp.com" | "ptb.discord.com" | "canary.discord.com"
     ) && rest.contains("/api/webhooks/")
+}
+
+fn is_slack_webhook(rest: &str) -> bool {
+    rest.split('/').next() == Some("hooks.slack.com") && rest.contains("/services/")
+}
+
+fn slack(path: &str, apis: &ApiBases) -> Result<Provider, String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let valid = parts.len() == 3
+        && parts.iter().all(|p| {
+            p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !valid {
+        return Err(
+            "a Slack webhook is slack://T…/B…/TOKEN or https://hooks.slack.com/services/T…/B…/TOKEN"
+                .into(),
+        );
+    }
+    Ok(Provider::Slack(SlackSpec {
+        api_base: trim_base(&apis.slack),
+        token: Secret::new(parts.join("/")),
+    }))
+}
+
+/// Addresses from a comma list (`?to=a@x,b@y`), trimmed, checked for the one `@` every
+/// address has; the rest is the SMTP server's business.
+fn addresses(list: &str, key: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let ok = a.matches('@').count() == 1
+            && !a.starts_with('@')
+            && !a.ends_with('@')
+            && !a.contains(char::is_whitespace);
+        if !ok {
+            return Err(format!("`{key}`: `{a}` is not an email address"));
+        }
+        out.push(a.to_string());
+    }
+    Ok(out)
+}
+
+fn email(scheme: &str, rest: &str, opts: &Options) -> Result<Provider, String> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // The password may contain `@`; the host never does.
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(u) => {
+            let (name, pass) = u.split_once(':').unwrap_or((u, ""));
+            (
+                Some(percent(name)).filter(|n| !n.is_empty()),
+                Some(Secret::new(percent(pass))).filter(|p| !p.expose().is_empty()),
+            )
+        }
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.to_string(),
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("SMTP port `{p}` is not a number"))?,
+            ),
+        ),
+        _ => (hostport.to_string(), None),
+    };
+    let host = match opts.get("smtp") {
+        Some(h) => h.to_string(),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(
+            "mailto:// needs the SMTP server: mailto://user:password@smtp.example.com".into(),
+        );
+    }
+    let tls = match opts.get("tls").map(str::to_ascii_lowercase).as_deref() {
+        None => {
+            if scheme == "mailtos" {
+                SmtpTls::Implicit
+            } else {
+                SmtpTls::StartTls
+            }
+        }
+        Some("starttls") => SmtpTls::StartTls,
+        Some("implicit" | "ssl" | "yes") => SmtpTls::Implicit,
+        Some("no" | "none" | "off") => SmtpTls::None,
+        Some(v) => return Err(format!("tls `{v}` must be starttls, implicit or no")),
+    };
+    let port = match (opts.get("port"), port) {
+        (Some(p), _) => p
+            .parse()
+            .map_err(|_| format!("SMTP port `{p}` is not a number"))?,
+        (None, Some(p)) => p,
+        (None, None) => match tls {
+            SmtpTls::Implicit => 465,
+            SmtpTls::StartTls => 587,
+            SmtpTls::None => 25,
+        },
+    };
+    let mut to = addresses(&percent(path).replace('/', ","), "to")?;
+    if let Some(more) = opts.get("to") {
+        to.extend(addresses(more, "to")?);
+    }
+    let cc = addresses(opts.get("cc").unwrap_or(""), "cc")?;
+    let bcc = addresses(opts.get("bcc").unwrap_or(""), "bcc")?;
+    let from = match opts.get("from") {
+        Some(f) => addresses(f, "from")?.pop().ok_or("`from` is empty")?,
+        None => match user.as_deref().filter(|u| u.contains('@')) {
+            Some(u) => u.to_string(),
+            None => format!("klaxon@{host}"),
+        },
+    };
+    if to.is_empty() {
+        // Apprise's convention: with no recipient, mail goes to the sender's own box.
+        to.push(from.clone());
+    }
+    Ok(Provider::Email(EmailSpec {
+        host,
+        port,
+        tls,
+        user,
+        password,
+        from,
+        from_name: opts.get("name").map(str::to_string),
+        to,
+        cc,
+        bcc,
+        verify: opts.flag("verify")?.unwrap_or(true),
+    }))
+}
+
+fn phone(p: &str, field: &str) -> Result<String, String> {
+    let (prefix, number) = match p.strip_prefix("whatsapp:") {
+        Some(n) => ("whatsapp:", n),
+        None => ("", p),
+    };
+    let digits = number.trim_start_matches('+');
+    if digits.len() < 7 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "{field} `{p}` is not a phone number in E.164 form (+15551234567)"
+        ));
+    }
+    Ok(format!("{prefix}+{digits}"))
+}
+
+fn twilio(rest: &str, opts: &Options, apis: &ApiBases) -> Result<Provider, String> {
+    const FORM: &str = "twilio://ACCOUNT_SID:AUTH_TOKEN@FROM/TO[/TO…]";
+    let (cred, targets) = rest
+        .rsplit_once('@')
+        .ok_or(format!("twilio:// needs credentials and a sender: {FORM}"))?;
+    let (sid, token) = cred.split_once(':').ok_or(format!(
+        "twilio:// needs the auth token after the SID: {FORM}"
+    ))?;
+    if !(sid.starts_with("AC") && sid.len() == 34 && sid.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err("the Twilio account SID is `AC` followed by 32 characters".into());
+    }
+    if token.is_empty() {
+        return Err(format!("twilio:// needs the auth token: {FORM}"));
+    }
+    let mut parts = targets.split('/').filter(|p| !p.is_empty()).map(percent);
+    let from_raw = parts
+        .next()
+        .ok_or(format!("twilio:// needs a sender: {FORM}"))?;
+    let from = if from_raw.starts_with("MG") && from_raw.len() == 34 {
+        from_raw
+    } else {
+        phone(&from_raw, "the sender")?
+    };
+    let mut to_raw: Vec<String> = parts.collect();
+    if let Some(more) = opts.get("to") {
+        to_raw.extend(
+            more.split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        );
+    }
+    if to_raw.is_empty() {
+        return Err(format!("twilio:// needs at least one recipient: {FORM}"));
+    }
+    let whatsapp = from.starts_with("whatsapp:");
+    let mut to = Vec::new();
+    for t in to_raw {
+        let t = if whatsapp && !t.starts_with("whatsapp:") {
+            format!("whatsapp:{t}")
+        } else {
+            t
+        };
+        if t.starts_with("whatsapp:") != whatsapp {
+            return Err(format!(
+                "recipient `{t}`: WhatsApp and SMS cannot be mixed in one channel"
+            ));
+        }
+        to.push(phone(&t, "the recipient")?);
+    }
+    let max_segments = match opts.get("segments") {
+        None => 2,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .ok_or(format!("segments `{v}` must be a number from 1 to 10"))?,
+    };
+    Ok(Provider::Twilio(TwilioSpec {
+        api_base: trim_base(opts.get("api").unwrap_or(&apis.twilio)),
+        account_sid: sid.to_string(),
+        auth_token: Secret::new(percent(token)),
+        from,
+        to,
+        max_segments,
+    }))
+}
+
+fn ntfy(scheme: &str, rest: &str, opts: &Options, apis: &ApiBases) -> Result<Provider, String> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let parts: Vec<&str> = std::iter::once(host)
+        .chain(path.split('/'))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let (server, topic) = match parts.as_slice() {
+        [topic] => (trim_base(&apis.ntfy), *topic),
+        [host, topic] => (
+            format!(
+                "{}://{host}",
+                if scheme == "ntfys" { "https" } else { "http" }
+            ),
+            *topic,
+        ),
+        _ => {
+            return Err(
+                "ntfy URLs are ntfy://TOPIC (ntfy.sh), ntfy://HOST/TOPIC or ntfys://HOST/TOPIC"
+                    .into(),
+            );
+        }
+    };
+    if topic.is_empty()
+        || topic.len() > 64
+        || !topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "ntfy topic `{topic}` must be 1–64 letters, digits, `-` or `_`"
+        ));
+    }
+    let auth = match (opts.get("token"), userinfo) {
+        (Some(t), _) => NtfyAuth::Token(Secret::new(t)),
+        (None, Some(u)) => {
+            let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+            NtfyAuth::Basic(percent(user), Secret::new(percent(pass)))
+        }
+        (None, None) => NtfyAuth::None,
+    };
+    Ok(Provider::Ntfy(NtfySpec {
+        server,
+        topic: topic.to_string(),
+        auth,
+        tags: opts
+            .get("tags")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        click: opts.get("click").map(str::to_string),
+    }))
+}
+
+fn pushover(rest: &str, opts: &Options, apis: &ApiBases) -> Result<Provider, String> {
+    const FORM: &str = "pover://USER_KEY@APP_TOKEN[/DEVICE…]";
+    let (user, rest) = rest
+        .split_once('@')
+        .ok_or(format!("Pushover URLs are {FORM}"))?;
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    let token = parts.next().unwrap_or("");
+    let key_ok = |k: &str| k.len() == 30 && k.chars().all(|c| c.is_ascii_alphanumeric());
+    if !key_ok(user) {
+        return Err("the Pushover user key is 30 letters and digits".into());
+    }
+    if !key_ok(token) {
+        return Err("the Pushover application token is 30 letters and digits".into());
+    }
+    let num = |key: &str, default: u32, range: std::ops::RangeInclusive<u32>| match opts.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or(format!(
+                "`{key}` must be seconds from {} to {}",
+                range.start(),
+                range.end()
+            )),
+    };
+    Ok(Provider::Pushover(PushoverSpec {
+        api_base: trim_base(opts.get("api").unwrap_or(&apis.pushover)),
+        user: Secret::new(user),
+        token: Secret::new(token),
+        devices: parts.map(str::to_string).collect(),
+        sound: opts.get("sound").map(str::to_string),
+        retry: num("retry", 60, 30..=10_800)?,
+        expire: num("expire", 3600, 30..=10_800)?,
+    }))
 }
 
 fn telegram(rest: &str, opts: &Options, apis: &ApiBases) -> Result<Provider, String> {
@@ -329,8 +752,10 @@ fn webhook(scheme: &str, rest: &str, query: &str, opts: &Options) -> Result<Prov
     }))
 }
 
+/// Percent-decodes a URL part. A `+` stays a `+` (it is one in paths and userinfo: phone
+/// numbers, passwords); only the query is form-encoded.
 fn percent(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
@@ -346,6 +771,27 @@ pub fn describe(p: &Provider) -> String {
         Provider::Telegram(t) => format!("telegram → {} chat(s)", t.chats.len()),
         Provider::Discord(d) => format!("discord webhook {}", d.webhook_id),
         Provider::Webhook(w) => format!("webhook {} {}", w.method, w.display),
+        Provider::Slack(_) => "slack webhook".into(),
+        Provider::Email(e) => format!(
+            "email via {}:{} → {} recipient(s)",
+            e.host,
+            e.port,
+            e.to.len() + e.cc.len() + e.bcc.len()
+        ),
+        Provider::Twilio(t) => format!(
+            "{} via Twilio → {} number(s)",
+            if t.is_whatsapp() { "whatsapp" } else { "sms" },
+            t.to.len()
+        ),
+        Provider::Ntfy(n) => format!("ntfy {}/{}", n.server, n.topic),
+        Provider::Pushover(p) => format!(
+            "pushover → {}",
+            if p.devices.is_empty() {
+                "all devices".to_string()
+            } else {
+                format!("{} device(s)", p.devices.len())
+            }
+        ),
         Provider::Log => "service log".into(),
     }
 }
@@ -419,6 +865,158 @@ mod tests {
                 .contains("secret")
         );
         assert!(p("json://example.com/h?method=DELETE").is_err());
+    }
+
+    #[test]
+    fn slack_forms() {
+        for url in [
+            "slack://T000/B000/XXXX",
+            "https://hooks.slack.com/services/T000/B000/XXXX",
+        ] {
+            let Provider::Slack(s) = p(url).unwrap() else {
+                panic!("{url}")
+            };
+            assert_eq!(s.token.expose(), "T000/B000/XXXX");
+            assert_eq!(s.api_base, "https://hooks.slack.com");
+        }
+        assert!(p("slack://T000/B000").unwrap_err().contains("slack://"));
+    }
+
+    #[test]
+    fn email_forms() {
+        let Provider::Email(e) = p(
+            "mailto://bot%40x.com:p%40ss@smtp.x.com?to=a@x.com,b@x.com&cc=c@x.com&bcc=d@x.com&name=Klaxon",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("smtp.x.com", 587, SmtpTls::StartTls)
+        );
+        assert_eq!(e.user.as_deref(), Some("bot@x.com"));
+        assert_eq!(e.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(e.from, "bot@x.com");
+        assert_eq!(e.to, ["a@x.com", "b@x.com"]);
+        assert_eq!((e.cc.len(), e.bcc.len()), (1, 1));
+        assert!(e.verify);
+        let Provider::Email(e) =
+            p("mailtos://u:pw@mail.x.com:2465/ops@x.com?verify=no&from=alerts@x.com").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((e.port, e.tls, e.verify), (2465, SmtpTls::Implicit, false));
+        assert_eq!(
+            (e.from.as_str(), e.to[0].as_str()),
+            ("alerts@x.com", "ops@x.com")
+        );
+        // No recipient: mail goes to the sender's own box.
+        let Provider::Email(e) = p("mailto://me@x.com:pw@smtp.x.com").unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.to, ["me@x.com"]);
+        assert!(
+            p("mailto://u:p@smtp.x.com?to=nobody")
+                .unwrap_err()
+                .contains("`to`")
+        );
+        assert!(
+            p("mailto://u:p@smtp.x.com:abc")
+                .unwrap_err()
+                .contains("port")
+        );
+    }
+
+    #[test]
+    fn twilio_forms() {
+        let sid = format!("AC{}", "a".repeat(32));
+        let Provider::Twilio(t) = p(&format!(
+            "twilio://{sid}:tok@+15550001111/15550002222/+15550003333"
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.auth_token.expose(), "tok");
+        assert_eq!(t.from, "+15550001111");
+        assert_eq!(t.to, ["+15550002222", "+15550003333"]);
+        assert!(!t.is_whatsapp());
+        assert_eq!(t.max_segments, 2);
+        let Provider::Twilio(w) = p(&format!(
+            "twilio://{sid}:tok@whatsapp:+15550001111/+15550002222?segments=3"
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert!(w.is_whatsapp());
+        assert_eq!(w.to, ["whatsapp:+15550002222"]);
+        assert_eq!(w.max_segments, 3);
+        assert!(
+            p(&format!("twilio://{sid}:tok@+15550001111/12"))
+                .unwrap_err()
+                .contains("E.164")
+        );
+        assert!(
+            p("twilio://ACshort:tok@+15550001111/+15550002222")
+                .unwrap_err()
+                .contains("SID")
+        );
+        assert!(
+            p(&format!("twilio://{sid}:tok@+15550001111"))
+                .unwrap_err()
+                .contains("recipient")
+        );
+    }
+
+    #[test]
+    fn ntfy_forms() {
+        let Provider::Ntfy(n) = p("ntfy://alerts?tags=chart,bot&click=https://x.com").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (n.server.as_str(), n.topic.as_str()),
+            ("https://ntfy.sh", "alerts")
+        );
+        assert_eq!(n.tags, ["chart", "bot"]);
+        assert_eq!(n.auth, NtfyAuth::None);
+        let Provider::Ntfy(n) = p("ntfys://me:pw@ntfy.x.com/ops").unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.server, "https://ntfy.x.com");
+        assert_eq!(n.auth, NtfyAuth::Basic("me".into(), Secret::new("pw")));
+        let Provider::Ntfy(n) = p("ntfy://127.0.0.1:9000/ops?token=tk_abc").unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.server, "http://127.0.0.1:9000");
+        assert_eq!(n.auth, NtfyAuth::Token(Secret::new("tk_abc")));
+        assert!(p("ntfy://host/a/b").is_err());
+        assert!(p("ntfy://bad$topic").unwrap_err().contains("topic"));
+    }
+
+    #[test]
+    fn pushover_forms() {
+        let (u, t) = ("u".repeat(30), "a".repeat(30));
+        let Provider::Pushover(o) =
+            p(&format!("pover://{u}@{t}/phone?sound=siren&retry=120")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (o.user.expose(), o.token.expose()),
+            (u.as_str(), t.as_str())
+        );
+        assert_eq!(o.devices, ["phone"]);
+        assert_eq!((o.retry, o.expire), (120, 3600));
+        assert!(
+            p(&format!("pover://{u}@short"))
+                .unwrap_err()
+                .contains("token")
+        );
+        assert!(
+            p(&format!("pover://{u}@{t}?retry=5"))
+                .unwrap_err()
+                .contains("retry")
+        );
     }
 
     #[test]

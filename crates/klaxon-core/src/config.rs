@@ -98,6 +98,9 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// PRODUCT.md §7: a circuit open this long sends pending deliveries to the fallback.
+pub const DEFAULT_FALLBACK_AFTER: Duration = Duration::from_secs(60);
+
 /// A configured channel, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelSpec {
@@ -108,8 +111,10 @@ pub struct ChannelSpec {
     /// Extra limit on top of the provider's built-in ones.
     pub rate_limit: Option<Rate>,
     pub timeout: Duration,
-    /// Channels to try when this one fails for good (the fallback stage uses it).
+    /// Channels to try, in order, when a delivery here dies or the circuit stays open.
     pub fallback: Vec<String>,
+    /// How long the circuit may stay open before pending deliveries go to the fallback.
+    pub fallback_after: Duration,
     /// A retry policy of its own, else `[delivery.retry]`.
     pub retry: Option<RetryPolicy>,
 }
@@ -167,6 +172,10 @@ struct FileConfig {
 struct ProvidersConfig {
     telegram_api: Option<String>,
     discord_api: Option<String>,
+    slack_api: Option<String>,
+    twilio_api: Option<String>,
+    ntfy_api: Option<String>,
+    pushover_api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +186,8 @@ struct ChannelConfig {
     enabled: bool,
     #[serde(default)]
     fallback: Vec<String>,
+    #[serde(default, with = "opt_duration")]
+    fallback_after: Option<Duration>,
     rate_limit: Option<Rate>,
     #[serde(default, with = "opt_duration")]
     timeout: Option<Duration>,
@@ -194,6 +205,40 @@ struct ChannelConfig {
     username: Option<String>,
     avatar_url: Option<String>,
     mentions: Option<bool>,
+    // email
+    to: Option<StringOrList>,
+    cc: Option<StringOrList>,
+    bcc: Option<StringOrList>,
+    from: Option<String>,
+    name: Option<String>,
+    verify: Option<bool>,
+    tls: Option<String>,
+    // sms / whatsapp
+    segments: Option<u32>,
+    // ntfy / pushover
+    token: Option<String>,
+    tags: Option<StringOrList>,
+    click: Option<String>,
+    sound: Option<String>,
+    retry_secs: Option<u32>,
+    expire_secs: Option<u32>,
+}
+
+/// `to = "a@x.com"` or `to = ["a@x.com", "b@x.com"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn joined(&self) -> String {
+        match self {
+            StringOrList::One(s) => s.clone(),
+            StringOrList::Many(v) => v.join(","),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -230,6 +275,12 @@ impl ChannelConfig {
             ("method", &self.method),
             ("username", &self.username),
             ("avatar_url", &self.avatar_url),
+            ("from", &self.from),
+            ("name", &self.name),
+            ("tls", &self.tls),
+            ("token", &self.token),
+            ("click", &self.click),
+            ("sound", &self.sound),
         ];
         for (k, v) in text {
             if let Some(v) = v {
@@ -240,9 +291,29 @@ impl ChannelConfig {
             ("silent", self.silent),
             ("preview", self.preview),
             ("mentions", self.mentions),
+            ("verify", self.verify),
         ] {
             if let Some(v) = v {
                 o.set(k, v.to_string());
+            }
+        }
+        for (k, v) in [
+            ("segments", self.segments),
+            ("retry", self.retry_secs),
+            ("expire", self.expire_secs),
+        ] {
+            if let Some(v) = v {
+                o.set(k, v.to_string());
+            }
+        }
+        for (k, v) in [
+            ("to", &self.to),
+            ("cc", &self.cc),
+            ("bcc", &self.bcc),
+            ("tags", &self.tags),
+        ] {
+            if let Some(v) = v {
+                o.set(k, v.joined());
             }
         }
         match &self.thread {
@@ -333,16 +404,7 @@ impl Config {
             });
         }
 
-        let apis = ApiBases {
-            telegram: env
-                .var("KLAXON_TELEGRAM_API")
-                .or(file.providers.telegram_api)
-                .unwrap_or_else(|| ApiBases::default().telegram),
-            discord: env
-                .var("KLAXON_DISCORD_API")
-                .or(file.providers.discord_api)
-                .unwrap_or_else(|| ApiBases::default().discord),
-        };
+        let apis = api_bases(env, &file.providers);
 
         let mut channels = Vec::new();
         for (name, cfg) in &file.channels {
@@ -364,6 +426,7 @@ impl Config {
                     rate_limit: cfg.rate_limit,
                     timeout: cfg.timeout.unwrap_or(channel_url::DEFAULT_TIMEOUT),
                     fallback: cfg.fallback.clone(),
+                    fallback_after: cfg.fallback_after.unwrap_or(DEFAULT_FALLBACK_AFTER),
                     retry: cfg.retry.clone(),
                 }),
                 Err(message) => errors.push(ConfigError {
@@ -384,6 +447,7 @@ impl Config {
                 rate_limit: None,
                 timeout: channel_url::DEFAULT_TIMEOUT,
                 fallback: Vec::new(),
+                fallback_after: DEFAULT_FALLBACK_AFTER,
                 retry: None,
             });
         }
@@ -391,7 +455,13 @@ impl Config {
         let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         for (name, cfg) in &file.channels {
             for f in &cfg.get_ref().fallback {
-                if !names.contains(&f.as_str()) {
+                if f == name {
+                    errors.push(ConfigError {
+                        line: line(cfg.span().start),
+                        key: format!("channels.{name}.fallback"),
+                        message: "a channel cannot fall back to itself".into(),
+                    });
+                } else if !names.contains(&f.as_str()) {
                     errors.push(ConfigError {
                         line: line(cfg.span().start),
                         key: format!("channels.{name}.fallback"),
@@ -474,6 +544,51 @@ fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -
         ("discord", "DISCORD_WEBHOOK_URL", |env| {
             env.var("DISCORD_WEBHOOK_URL")
         }),
+        ("slack", "SLACK_WEBHOOK_URL", |env| {
+            env.var("SLACK_WEBHOOK_URL")
+        }),
+        ("email", "SMTP_HOST + EMAIL_TO", |env| {
+            let host = env.var("SMTP_HOST")?;
+            let to = env.var("EMAIL_TO")?;
+            let port = env.var("SMTP_PORT");
+            let scheme = if port.as_deref() == Some("465") {
+                "mailtos"
+            } else {
+                "mailto"
+            };
+            let cred = match (env.var("SMTP_USER"), env.var("SMTP_PASSWORD")) {
+                (Some(u), Some(p)) => format!("{}:{}@", enc(&u), enc(&p)),
+                (Some(u), None) => format!("{}@", enc(&u)),
+                _ => String::new(),
+            };
+            let mut url = format!(
+                "{scheme}://{cred}{host}{}?to={}",
+                port.map(|p| format!(":{p}")).unwrap_or_default(),
+                enc(&to)
+            );
+            for (var, key) in [
+                ("EMAIL_FROM", "from"),
+                ("EMAIL_CC", "cc"),
+                ("EMAIL_BCC", "bcc"),
+                ("SMTP_TLS", "tls"),
+                ("SMTP_VERIFY", "verify"),
+            ] {
+                if let Some(v) = env.var(var) {
+                    url.push_str(&format!("&{key}={}", enc(&v)));
+                }
+            }
+            Some(url)
+        }),
+        (
+            "sms",
+            "TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN + TWILIO_FROM + SMS_TO",
+            |env| twilio_url(env, "TWILIO_FROM", "SMS_TO"),
+        ),
+        (
+            "whatsapp",
+            "TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN + WHATSAPP_FROM + WHATSAPP_TO",
+            |env| twilio_url(env, "WHATSAPP_FROM", "WHATSAPP_TO"),
+        ),
         ("webhook", "WEBHOOK_URL", |env| {
             let url = env.var("WEBHOOK_URL")?;
             let secret = env.var("WEBHOOK_SECRET");
@@ -521,6 +636,7 @@ fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -
                 rate_limit: None,
                 timeout: channel_url::DEFAULT_TIMEOUT,
                 fallback: Vec::new(),
+                fallback_after: DEFAULT_FALLBACK_AFTER,
                 retry: None,
             }),
             Err(message) => errors.push(ConfigError {
@@ -531,6 +647,52 @@ fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -
         }
     }
     out
+}
+
+/// Provider API bases: the environment (`KLAXON_TELEGRAM_API`, …) wins over `[providers]`.
+fn api_bases(env: &dyn Env, file: &ProvidersConfig) -> ApiBases {
+    let d = ApiBases::default();
+    let pick = |var: &str, file: &Option<String>, default: String| {
+        env.var(var).or(file.clone()).unwrap_or(default)
+    };
+    ApiBases {
+        telegram: pick("KLAXON_TELEGRAM_API", &file.telegram_api, d.telegram),
+        discord: pick("KLAXON_DISCORD_API", &file.discord_api, d.discord),
+        slack: pick("KLAXON_SLACK_API", &file.slack_api, d.slack),
+        twilio: pick("KLAXON_TWILIO_API", &file.twilio_api, d.twilio),
+        ntfy: pick("KLAXON_NTFY_API", &file.ntfy_api, d.ntfy),
+        pushover: pick("KLAXON_PUSHOVER_API", &file.pushover_api, d.pushover),
+    }
+}
+
+/// The API bases a bare channel URL (`klaxon send --to`) uses: the environment's overrides.
+pub fn api_bases_from_env(env: &dyn Env) -> ApiBases {
+    api_bases(env, &ProvidersConfig::default())
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn twilio_url(env: &dyn Env, from_var: &str, to_var: &str) -> Option<String> {
+    let sid = env.var("TWILIO_ACCOUNT_SID")?;
+    let token = env.var("TWILIO_AUTH_TOKEN")?;
+    let mut from = env.var(from_var)?;
+    let to = env.var(to_var)?;
+    if from_var.starts_with("WHATSAPP") && !from.starts_with("whatsapp:") {
+        from = format!("whatsapp:{from}");
+    }
+    let to: Vec<String> = to
+        .split(',')
+        .map(|t| enc(t.trim()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    Some(format!(
+        "twilio://{sid}:{}@{}/{}",
+        enc(&token),
+        enc(&from),
+        to.join("/")
+    ))
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` outside comments. Values are escaped for a TOML
@@ -695,6 +857,89 @@ mod tests {
         assert_eq!(c.channels.len(), 1);
         let err = Config::load(None, &env(&[("NOTIFICATION_CHANNELS", "telegram")])).unwrap_err();
         assert!(err.to_string().contains("TELEGRAM_BOT_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn well_known_env_builds_email_sms_whatsapp_slack() {
+        let sid = format!("AC{}", "0".repeat(32));
+        let e = env(&[
+            (
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T1/B2/x3",
+            ),
+            ("SMTP_HOST", "smtp.x.com"),
+            ("SMTP_PORT", "465"),
+            ("SMTP_USER", "bot@x.com"),
+            ("SMTP_PASSWORD", "p@ss/w+rd&"),
+            ("EMAIL_TO", "a@x.com,b@x.com"),
+            ("EMAIL_FROM", "alerts@x.com"),
+            ("TWILIO_ACCOUNT_SID", &sid),
+            ("TWILIO_AUTH_TOKEN", "tok/en"),
+            ("TWILIO_FROM", "+15550001111"),
+            ("SMS_TO", "+15550002222, +15550003333"),
+            ("WHATSAPP_FROM", "+15550004444"),
+            ("WHATSAPP_TO", "+15550005555"),
+            ("KLAXON_TWILIO_API", "http://127.0.0.1:9"),
+        ]);
+        let c = Config::load(None, &e).unwrap();
+        let names: Vec<_> = c.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["slack", "email", "sms", "whatsapp"]);
+        let Provider::Email(m) = &c.channels[1].provider else {
+            panic!()
+        };
+        assert_eq!(m.password.as_ref().unwrap().expose(), "p@ss/w+rd&");
+        assert_eq!(
+            (m.port, m.tls),
+            (465, crate::channel_url::SmtpTls::Implicit)
+        );
+        assert_eq!((m.from.as_str(), m.to.len()), ("alerts@x.com", 2));
+        let Provider::Twilio(t) = &c.channels[2].provider else {
+            panic!()
+        };
+        assert_eq!(t.auth_token.expose(), "tok/en");
+        assert_eq!(t.to, ["+15550002222", "+15550003333"]);
+        assert_eq!(t.api_base, "http://127.0.0.1:9");
+        let Provider::Twilio(w) = &c.channels[3].provider else {
+            panic!()
+        };
+        assert_eq!(
+            (w.from.as_str(), w.to[0].as_str()),
+            ("whatsapp:+15550004444", "whatsapp:+15550005555")
+        );
+    }
+
+    #[test]
+    fn channel_options_as_toml_keys() {
+        let text = r#"
+[channels.mail]
+url = "mailto://u:p@smtp.x.com"
+to = ["a@x.com", "b@x.com"]
+cc = "c@x.com"
+verify = false
+fallback_after = "30s"
+
+[channels.push]
+url = "ntfy://alerts"
+tags = ["bot"]
+token = "tk_1"
+fallback = ["mail"]
+"#;
+        let c = Config::load(Some(text), &env(&[])).unwrap();
+        let Provider::Email(m) = &c.channel("mail").unwrap().provider else {
+            panic!()
+        };
+        assert_eq!((m.to.len(), m.cc.len(), m.verify), (2, 1, false));
+        assert_eq!(
+            c.channel("mail").unwrap().fallback_after,
+            Duration::from_secs(30)
+        );
+        assert_eq!(c.channel("push").unwrap().fallback, ["mail"]);
+        let err = Config::load(
+            Some("[channels.a]\nurl = \"log://\"\nfallback = [\"a\"]\n"),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("channels.a.fallback"), "{err}");
     }
 
     #[test]

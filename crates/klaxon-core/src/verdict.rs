@@ -46,6 +46,13 @@ impl Verdict {
         }
     }
 
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Delivered { .. } => None,
+            Verdict::Retry { reason, .. } | Verdict::Reject { reason, .. } => Some(reason),
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             Verdict::Delivered { .. } => None,

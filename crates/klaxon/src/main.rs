@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use klaxon::app::install_crypto;
 use klaxon_channels::SendContext;
-use klaxon_core::channel_url::{self, ApiBases, Options};
+use klaxon_core::channel_url::{self, Options};
 use klaxon_core::config::{ChannelSpec, Config, ProcessEnv};
 use klaxon_core::model::{Notification, Severity, new_id};
 use klaxon_core::verdict::Verdict;
@@ -181,12 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!("no channel named `{name}` (have: {})", names(&config))
                 })?,
                 (None, Some(url)) => {
-                    let apis = ApiBases {
-                        telegram: std::env::var("KLAXON_TELEGRAM_API")
-                            .unwrap_or_else(|_| ApiBases::default().telegram),
-                        discord: std::env::var("KLAXON_DISCORD_API")
-                            .unwrap_or_else(|_| ApiBases::default().discord),
-                    };
+                    let apis = klaxon_core::config::api_bases_from_env(&ProcessEnv);
                     let provider = channel_url::parse(&url, &Options::default(), &apis)
                         .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
                     ChannelSpec {
@@ -196,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         rate_limit: None,
                         timeout: channel_url::DEFAULT_TIMEOUT,
                         fallback: vec![],
+                        fallback_after: klaxon_core::config::DEFAULT_FALLBACK_AFTER,
                         retry: None,
                     }
                 }
