@@ -136,4 +136,35 @@ impl Channel for Discord {
     fn secrets(&self) -> Vec<&Secret> {
         vec![&self.spec.token]
     }
+
+    /// `GET` on the webhook URL returns the webhook without posting (Discord's Get Webhook
+    /// with Token): a deleted webhook shows here before an alert needs it.
+    async fn check(&self) -> crate::Health {
+        let url = format!(
+            "{}/api/webhooks/{}/{}",
+            self.spec.api_base,
+            self.spec.webhook_id,
+            self.spec.token.expose()
+        );
+        let secrets = [&self.spec.token];
+        let (status, text) = match http::get_text(&self.http, url, self.timeout, &secrets).await {
+            Ok(r) => r,
+            Err(v) => return crate::Health::from_verdict(&v, ""),
+        };
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        let field = |k: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if status == 200 {
+            crate::Health::ok(format!(
+                "webhook `{}`",
+                field("name").unwrap_or_else(|| self.spec.webhook_id.clone())
+            ))
+        } else {
+            http::check_failed(status, &field("message").unwrap_or(text), &secrets)
+        }
+    }
 }

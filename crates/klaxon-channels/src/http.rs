@@ -88,3 +88,32 @@ pub fn short(text: &str) -> String {
 pub fn delivered(provider_id: Option<String>) -> Verdict {
     Verdict::Delivered { provider_id }
 }
+
+/// A GET for health checks: status and body text, or the transport failure's verdict.
+pub async fn get_text(
+    client: &reqwest::Client,
+    url: String,
+    timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(u16, String), Verdict> {
+    let resp = client
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, timeout, secrets))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| transport_error(&e, timeout, secrets))?;
+    Ok((status, text))
+}
+
+/// A health check's failure from an HTTP answer that was not a success.
+pub fn check_failed(status: u16, reason: &str, secrets: &[&Secret]) -> crate::Health {
+    crate::Health::failed(format!(
+        "HTTP {status}: {}",
+        short(&redact(reason, secrets))
+    ))
+}

@@ -30,6 +30,10 @@ impl Channel for Log {
         Vec::new()
     }
 
+    async fn check(&self) -> crate::Health {
+        crate::Health::ok("writes to the service log")
+    }
+
     async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
         let f: Vec<String> = fields(n)
             .into_iter()

@@ -284,4 +284,36 @@ impl Channel for Telegram {
     fn secrets(&self) -> Vec<&Secret> {
         vec![&self.spec.token]
     }
+
+    /// `getMe`: proves the token without sending anything (PROVIDERS.md §1).
+    async fn check(&self) -> crate::Health {
+        let url = format!(
+            "{}/bot{}/getMe",
+            self.spec.api_base,
+            self.spec.token.expose()
+        );
+        let secrets = [&self.spec.token];
+        let (status, text) = match http::get_text(&self.http, url, self.timeout, &secrets).await {
+            Ok(r) => r,
+            Err(v) => return crate::Health::from_verdict(&v, ""),
+        };
+        let answer = serde_json::from_str::<Answer>(&text).ok();
+        match answer {
+            Some(a) if a.ok && status == 200 => {
+                let name = a
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.get("username"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                crate::Health::ok(format!("bot @{name}"))
+            }
+            Some(a) => http::check_failed(
+                status,
+                a.description.as_deref().unwrap_or("not ok"),
+                &secrets,
+            ),
+            None => http::check_failed(status, &text, &secrets),
+        }
+    }
 }

@@ -85,6 +85,9 @@ pub struct DeliveryConfig {
     pub breaker: BreakerPolicy,
     /// The library's in-process hand-off queue (`Notifier::send`).
     pub queue_capacity: usize,
+    /// How often each channel's health check runs (also once at start-up).
+    #[serde(with = "crate::duration")]
+    pub health_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -94,6 +97,7 @@ impl Default for DeliveryConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             queue_capacity: 10_000,
+            health_interval: Duration::from_secs(300),
         }
     }
 }

@@ -314,6 +314,12 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The delivery this one replaces (it failed, and this channel is its fallback).
+    #[serde(default)]
+    pub fallback_of: Option<Uuid>,
+    /// The channel this delivery's notification was handed to when it failed.
+    #[serde(default)]
+    pub fell_back_to: Option<String>,
 }
 
 /// The outcome of one attempt, as recorded.

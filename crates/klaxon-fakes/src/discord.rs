@@ -273,6 +273,23 @@ impl Shared {
         let Some((id, token)) = route(uri.path()) else {
             return self.reject(None, 404, json!({ "message": "404: Not Found", "code": 0 }));
         };
+        if method == Method::GET {
+            // Get Webhook with Token: the webhook object, no message posted.
+            let known = lock(&self.state)
+                .webhooks
+                .get(id)
+                .is_some_and(|t| t == token);
+            return if known {
+                let body = json!({ "id": id, "type": 1, "name": "Fake Webhook", "channel_id": "1", "guild_id": "1" });
+                (StatusCode::OK, axum::Json(body)).into_response()
+            } else {
+                self.reject(
+                    None,
+                    404,
+                    json!({ "message": "Unknown Webhook", "code": 10015 }),
+                )
+            };
+        }
         if method != Method::POST {
             let body = json!({ "message": "405: Method Not Allowed", "code": 0 });
             return self.reject(None, 405, body);

@@ -44,7 +44,7 @@ pub struct NewEntry {
     pub deliveries: Vec<NewDelivery>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewDelivery {
     pub id: Uuid,
     pub channel: String,
@@ -97,6 +97,26 @@ pub struct Completion {
     pub provider_id: Option<String>,
     /// The attempt was answered 429 (counted apart from the retry budget).
     pub throttled: bool,
+    /// The delivery died and its notification goes on to this channel, in the same
+    /// transaction, so a crash cannot lose the hand-over.
+    pub fallback: Option<Fallback>,
+}
+
+/// Where a failed delivery's notification goes next (PRODUCT.md §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub channel: String,
+    /// One per recipient of the fallback channel; each points back at the delivery it replaces.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// A claimed delivery handed to its fallback without an attempt: its channel's circuit has been
+/// open too long. It ends `dead` with `reason`.
+#[derive(Debug, Clone)]
+pub struct FallbackMove {
+    pub delivery_id: Uuid,
+    pub reason: String,
+    pub fallback: Fallback,
 }
 
 /// Return a claimed delivery to the queue without an attempt (rate-limited, shutting down).
@@ -178,6 +198,8 @@ pub trait Store: Send + Sync + 'static {
     /// Extends the lease of deliveries this owner still holds (sends in progress), so a lease
     /// can be short — a crashed worker's rows come back quickly — while slow sends stay ours.
     async fn renew(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()>;
+    /// Ends claimed deliveries as `dead` and inserts their fallbacks, in one transaction.
+    async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()>;
     /// Puts claimed deliveries back without counting an attempt.
     async fn defer(&self, items: Vec<Deferral>) -> Result<()>;
     /// The earliest `not_before` among waiting deliveries (the scheduler sleeps until then).

@@ -20,7 +20,10 @@ use uuid::Uuid;
 use crate::*;
 
 /// Schema versions, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_fallback.sql")),
+];
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -31,7 +34,7 @@ pub struct SqliteStore {
 /// that dynamic SQL be audited, and these are all static).
 macro_rules! delivery_columns {
     () => {
-        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at"
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to"
     };
 }
 
@@ -90,6 +93,12 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
         created_at: from_ms(row.try_get("created_at")?),
         updated_at: from_ms(row.try_get("updated_at")?),
         delivered_at: get_ms("delivered_at")?.map(from_ms),
+        fallback_of: row
+            .try_get::<Option<String>, _>("fallback_of")?
+            .as_deref()
+            .map(parse_id)
+            .transpose()?,
+        fell_back_to: row.try_get("fell_back_to")?,
     })
 }
 
@@ -163,6 +172,35 @@ async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Op
         duplicate: true,
         deliveries,
     }))
+}
+
+/// Hands a delivery's notification to its fallback channel: new rows that point back at the one
+/// they replace, and the old row marked with where it went, in the caller's transaction.
+async fn insert_fallback(
+    tx: &mut Transaction<'static, Sqlite>,
+    from: Uuid,
+    f: &Fallback,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE deliveries SET fell_back_to = ?1 WHERE id = ?2")
+        .bind(&f.channel)
+        .bind(id_str(from))
+        .execute(&mut **tx)
+        .await?;
+    for d in &f.deliveries {
+        sqlx::query(
+            "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at, fallback_of) \
+             SELECT ?1, notification_id, ?2, ?3, 'pending', priority, 0, ?4, expires_at, ?4, ?4, ?5 FROM deliveries WHERE id = ?5",
+        )
+        .bind(id_str(d.id))
+        .bind(&d.channel)
+        .bind(&d.target)
+        .bind(now)
+        .bind(id_str(from))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -436,7 +474,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             let delivered = (c.status == DeliveryStatus::Delivered).then_some(now);
-            sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE deliveries SET status = ?1, attempts = MAX(attempts, ?2), throttled = throttled + ?9, not_before = COALESCE(?3, not_before), \
                  last_error = COALESCE(?4, last_error), provider_id = COALESCE(?5, provider_id), delivered_at = COALESCE(?6, delivered_at), \
                  lease_until = NULL, lease_owner = NULL, updated_at = ?7 \
@@ -453,6 +491,37 @@ impl Store for SqliteStore {
             .bind(c.throttled as i64)
             .execute(&mut *tx)
             .await?;
+            // Only when this worker still held the row: a lost lease means another worker has
+            // it, and its outcome decides.
+            if let Some(f) = &c.fallback
+                && updated.rows_affected() == 1
+            {
+                insert_fallback(&mut tx, a.delivery_id, f, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        for m in &moves {
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = 'dead', last_error = ?1, lease_until = NULL, lease_owner = NULL, updated_at = ?2 \
+                 WHERE id = ?3 AND status = 'sending'",
+            )
+            .bind(&m.reason)
+            .bind(now)
+            .bind(id_str(m.delivery_id))
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 1 {
+                insert_fallback(&mut tx, m.delivery_id, &m.fallback, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -9,7 +9,8 @@ use klaxon_core::model::{
     Attempt, AttemptOutcome, DeliveryStatus, Notification, Priority, Severity, new_id,
 };
 use klaxon_store::{
-    ChannelPatch, ClaimRequest, Completion, Deferral, ListFilter, NewDelivery, NewEntry, Store,
+    ChannelPatch, ClaimRequest, Completion, Deferral, Fallback, FallbackMove, ListFilter,
+    NewDelivery, NewEntry, Store,
 };
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -72,6 +73,9 @@ suite!(
     priority_wins_across_channels,
     list_filters_and_cursor,
     channel_state_persists,
+    dead_delivery_hands_over_to_fallback,
+    open_circuit_moves_to_fallback,
+    lost_lease_does_not_fall_back,
 );
 
 async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
@@ -213,6 +217,7 @@ async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
             not_before: Some(retry_at),
             provider_id: None,
             throttled: false,
+            fallback: None,
         }])
         .await
         .unwrap();
@@ -239,6 +244,7 @@ async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
             not_before: None,
             provider_id: Some("msg-1".into()),
             throttled: false,
+            fallback: None,
         }])
         .await
         .unwrap();
@@ -459,4 +465,130 @@ async fn priority_wins_across_channels(store: Arc<dyn Store>) {
         got[0].notification.message, "crit",
         "a critical on another channel goes first"
     );
+}
+
+fn dead(id: uuid::Uuid, fallback: Option<Fallback>) -> Completion {
+    Completion {
+        attempt: Attempt {
+            delivery_id: id,
+            number: 1,
+            started_at: Utc::now(),
+            outcome: AttemptOutcome::Rejected,
+            status_code: Some(400),
+            error: Some("chat not found".into()),
+            latency_ms: 3,
+        },
+        status: DeliveryStatus::Dead,
+        not_before: None,
+        provider_id: None,
+        throttled: false,
+        fallback,
+    }
+}
+
+fn to_channel(channel: &str, targets: &[Option<&str>]) -> Fallback {
+    Fallback {
+        channel: channel.into(),
+        deliveries: targets
+            .iter()
+            .map(|t| NewDelivery {
+                id: new_id(),
+                channel: channel.into(),
+                target: t.map(String::from),
+            })
+            .collect(),
+    }
+}
+
+async fn dead_delivery_hands_over_to_fallback(store: Arc<dyn Store>) {
+    let n = Notification::new("m").severity(Severity::Critical);
+    let id = n.id;
+    store.insert(vec![entry(n, &["a"])]).await.unwrap();
+    let c = store.claim(claim_req(1)).await.unwrap().remove(0);
+    let fb = to_channel("b", &[Some("x@y"), Some("z@y")]);
+    store
+        .complete(vec![dead(c.delivery.id, Some(fb.clone()))])
+        .await
+        .unwrap();
+    let rec = store.get(id).await.unwrap().unwrap();
+    let primary = rec
+        .deliveries
+        .iter()
+        .find(|d| d.delivery.id == c.delivery.id)
+        .unwrap();
+    assert_eq!(primary.delivery.status, DeliveryStatus::Dead);
+    assert_eq!(primary.delivery.fell_back_to.as_deref(), Some("b"));
+    let new: Vec<_> = rec
+        .deliveries
+        .iter()
+        .filter(|d| d.delivery.channel == "b")
+        .collect();
+    assert_eq!(new.len(), 2);
+    for d in &new {
+        assert_eq!(d.delivery.fallback_of, Some(c.delivery.id));
+        assert_eq!(d.delivery.status, DeliveryStatus::Pending);
+    }
+    // The new rows are queued work with the notification's priority.
+    let claimed = store.claim(claim_req(5)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.delivery.channel == "b"));
+}
+
+async fn open_circuit_moves_to_fallback(store: Arc<dyn Store>) {
+    let n = Notification::new("m");
+    let id = n.id;
+    store.insert(vec![entry(n, &["a"])]).await.unwrap();
+    let c = store.claim(claim_req(1)).await.unwrap().remove(0);
+    store
+        .fall_back(vec![FallbackMove {
+            delivery_id: c.delivery.id,
+            reason: "circuit open for 61 s; handed to `b`".into(),
+            fallback: to_channel("b", &[None]),
+        }])
+        .await
+        .unwrap();
+    let rec = store.get(id).await.unwrap().unwrap();
+    let primary = &rec
+        .deliveries
+        .iter()
+        .find(|d| d.delivery.id == c.delivery.id)
+        .unwrap()
+        .delivery;
+    assert_eq!(primary.status, DeliveryStatus::Dead);
+    assert_eq!(primary.attempts, 0, "no attempt was made");
+    assert!(
+        primary
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("circuit open")
+    );
+    assert_eq!(primary.fell_back_to.as_deref(), Some("b"));
+    assert_eq!(rec.deliveries.len(), 2);
+}
+
+async fn lost_lease_does_not_fall_back(store: Arc<dyn Store>) {
+    let n = Notification::new("m");
+    let id = n.id;
+    store.insert(vec![entry(n, &["a"])]).await.unwrap();
+    let c = store.claim(claim_req(1)).await.unwrap().remove(0);
+    // The lease ran out and another worker took the row and delivered it.
+    store
+        .defer(vec![Deferral {
+            delivery_id: c.delivery.id,
+            not_before: Utc::now(),
+        }])
+        .await
+        .unwrap();
+    store
+        .complete(vec![dead(c.delivery.id, Some(to_channel("b", &[None])))])
+        .await
+        .unwrap();
+    let rec = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.deliveries.len(),
+        1,
+        "a stale worker's outcome adds nothing"
+    );
+    assert_eq!(rec.deliveries[0].delivery.fell_back_to, None);
 }

@@ -127,7 +127,10 @@ async fn invalid_bodies_get_discord_errors() {
     let (status, _, body) = send(untyped).await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(50006)));
 
-    let (status, _, _) = send(client().get(hook_url(&fake, ""))).await;
+    // GET is Discord's Get Webhook with Token: the webhook, nothing posted.
+    let (status, _, body) = send(client().get(hook_url(&fake, ""))).await;
+    assert_eq!((status, body["type"].as_i64()), (200, Some(1)));
+    let (status, _, _) = send(client().put(hook_url(&fake, ""))).await;
     assert_eq!(status, 405);
     assert!(fake.messages().is_empty());
     assert_eq!(fake.rejected().len(), 6);

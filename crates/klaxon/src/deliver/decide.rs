@@ -51,6 +51,7 @@ pub fn decide(
             not_before: None,
             provider_id: provider_id.clone(),
             throttled: false,
+            fallback: None,
         },
         Verdict::Retry {
             reason,
@@ -82,6 +83,7 @@ pub fn decide(
                         not_before: Some(now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)),
                         provider_id: None,
                         throttled,
+                        fallback: None,
                     }
                 }
                 None => Completion {
@@ -93,6 +95,7 @@ pub fn decide(
                     not_before: None,
                     provider_id: None,
                     throttled,
+                    fallback: None,
                 },
             }
         }
@@ -110,6 +113,7 @@ pub fn decide(
                 not_before: None,
                 provider_id: None,
                 throttled: false,
+                fallback: None,
             }
         }
     };
@@ -137,6 +141,8 @@ mod tests {
             created_at: now,
             updated_at: now,
             delivered_at: None,
+            fallback_of: None,
+            fell_back_to: None,
         }
     }
 

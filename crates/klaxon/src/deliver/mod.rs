@@ -12,6 +12,8 @@
 //!   everything else back to the store.
 
 pub mod decide;
+pub mod fallback;
+pub mod health;
 pub mod registry;
 
 use std::collections::HashSet;
@@ -26,7 +28,10 @@ use klaxon_core::limit::{LimitKey, Limiter};
 use klaxon_core::model::DeliveryStatus;
 use klaxon_core::retry::RetryPolicy;
 use klaxon_core::verdict::Verdict;
-use klaxon_store::{ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Store};
+use klaxon_store::{
+    ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Fallback, FallbackMove, NewDelivery,
+    Store,
+};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +55,11 @@ const LATE: Duration = Duration::from_millis(20);
 const CLAIM_GATHER: Duration = Duration::from_millis(2);
 /// Completions written in one transaction.
 const COMPLETE_BATCH: usize = 512;
+/// How often channels with an open circuit are checked for deliveries to hand to a fallback.
+const FALLBACK_SWEEP: Duration = Duration::from_secs(1);
+/// A delivery whose circuit is open but which has nowhere to fall back to waits this long
+/// before it is looked at again.
+const NO_FALLBACK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -110,6 +120,11 @@ impl Engine {
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(write_completions(store, rx, stop_writer.clone()));
         let scheduler = tokio::spawn(engine.clone().schedule(cancel.clone()));
+        tokio::spawn(health::run(
+            engine.registry.clone(),
+            engine.cfg.health_interval,
+            cancel.clone(),
+        ));
         // Renewal runs until the sends have finished, i.e. past the intake's cancellation.
         tokio::spawn(engine.clone().renew_leases(stop_writer.clone()));
         EngineHandle {
@@ -147,9 +162,16 @@ impl Engine {
     }
 
     async fn schedule(self: Arc<Self>, cancel: CancellationToken) {
+        let mut last_sweep = Instant::now();
         loop {
             if cancel.is_cancelled() {
                 return;
+            }
+            if last_sweep.elapsed() >= FALLBACK_SWEEP {
+                last_sweep = Instant::now();
+                if let Err(e) = self.sweep_open_circuits().await {
+                    tracing::warn!(error = %e, "handing deliveries of open circuits to their fallbacks failed");
+                }
             }
             let mut room = self.room();
             if room > 0 && room < self.cfg.concurrency / 4 {
@@ -359,7 +381,7 @@ impl Engine {
         };
         let latency = t0.elapsed();
         let now = Utc::now();
-        let (completion, effects) = decide(
+        let (mut completion, effects) = decide(
             &c.delivery,
             &report.verdict,
             &self.policy(&rt),
@@ -370,6 +392,9 @@ impl Engine {
         if let Some(note) = &report.note {
             tracing::warn!(channel = %rt.spec.name, delivery = %c.delivery.id, "{note}");
         }
+        if completion.status == DeliveryStatus::Dead {
+            completion.fallback = self.plan_fallback(&c).await;
+        }
         if let Some(hold) = report.hold {
             self.pause(&rt, hold);
         }
@@ -378,6 +403,122 @@ impl Engine {
         if self.completions.send(completion).await.is_err() {
             tracing::error!(delivery = %c.delivery.id, "completion writer stopped; the lease will expire and the delivery be retried");
         }
+    }
+
+    /// Where `c`'s notification goes if `c` has failed for good: the next usable channel of its
+    /// chain, with one delivery per recipient there. `None` when there is no chain or it is
+    /// used up.
+    async fn plan_fallback(&self, c: &Claimed) -> Option<Fallback> {
+        let rt = self.registry.get(&c.delivery.channel)?;
+        if rt.spec.fallback.is_empty() && c.delivery.fallback_of.is_none() {
+            return None;
+        }
+        let siblings: Vec<_> = match self.store.get(c.delivery.notification_id).await {
+            Ok(Some(rec)) => rec.deliveries.into_iter().map(|d| d.delivery).collect(),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(delivery = %c.delivery.id, error = %e, "could not read the notification's deliveries to pick a fallback");
+                return None;
+            }
+        };
+        let empty: &[String] = &[];
+        let next = fallback::next_channel(
+            &c.delivery,
+            &siblings,
+            |name| {
+                self.registry
+                    .get(name)
+                    .map_or(empty, |r| r.spec.fallback.as_slice())
+            },
+            |name| self.registry.get(name).is_some_and(|r| r.enabled()),
+        )?;
+        let (next, deliveries) = match next {
+            fallback::Next::Covered(name) => (name, Vec::new()),
+            fallback::Next::New(name) => {
+                let target_rt = self.registry.get(&name)?;
+                let deliveries = target_rt
+                    .channel
+                    .targets(&c.notification)
+                    .into_iter()
+                    .map(|target| NewDelivery {
+                        id: klaxon_core::model::new_id(),
+                        channel: name.clone(),
+                        target,
+                    })
+                    .collect();
+                (name, deliveries)
+            }
+        };
+        tracing::warn!(
+            channel = %c.delivery.channel,
+            delivery = %c.delivery.id,
+            fallback = %next,
+            "delivery failed; handing the notification to the fallback channel"
+        );
+        metrics::counter!("klaxon_fallbacks_total", "channel" => c.delivery.channel.clone(), "to" => next.clone())
+            .increment(1);
+        Some(Fallback {
+            channel: next,
+            deliveries,
+        })
+    }
+
+    /// Channels whose circuit has been open longer than their `fallback_after`: their due
+    /// deliveries go to the fallback now instead of waiting for the provider to come back.
+    async fn sweep_open_circuits(&self) -> Result<(), klaxon_store::StoreError> {
+        let now = self.mono();
+        for rt in self.registry.all() {
+            if rt.spec.fallback.is_empty() || !rt.enabled() {
+                continue;
+            }
+            let open_for = {
+                let b = rt.breaker.guard();
+                match b.opened_at() {
+                    Some(t) if !b.is_closed() => now.saturating_sub(t),
+                    _ => continue,
+                }
+            };
+            if open_for < rt.spec.fallback_after {
+                continue;
+            }
+            let claimed = self
+                .store
+                .claim(ClaimRequest {
+                    now: Utc::now(),
+                    limit: CLAIM_MAX,
+                    lease: self.lease,
+                    owner: self.owner.clone(),
+                    channels: vec![rt.spec.name.clone()],
+                })
+                .await?;
+            let mut moves = Vec::new();
+            let mut waits = Vec::new();
+            for c in claimed {
+                match self.plan_fallback(&c).await {
+                    Some(fallback) => moves.push(FallbackMove {
+                        delivery_id: c.delivery.id,
+                        reason: format!(
+                            "circuit open for {} s; handed to `{}`",
+                            open_for.as_secs(),
+                            fallback.channel
+                        ),
+                        fallback,
+                    }),
+                    None => waits.push(Deferral {
+                        delivery_id: c.delivery.id,
+                        not_before: Utc::now()
+                            + TimeDelta::from_std(NO_FALLBACK_WAIT).unwrap_or_default(),
+                    }),
+                }
+            }
+            if !moves.is_empty() {
+                rt.failed.fetch_add(moves.len() as u64, Ordering::Relaxed);
+                self.store.fall_back(moves).await?;
+                self.wake();
+            }
+            self.store.defer(waits).await?;
+        }
+        Ok(())
     }
 
     /// Metrics, counters, breaker, pauses and persisted channel state after an attempt.

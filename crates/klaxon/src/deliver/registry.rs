@@ -15,6 +15,8 @@ use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_store::ChannelState;
 use serde::Serialize;
 
+use super::health::HealthView;
+
 /// Locks a mutex whether or not a panicking thread poisoned it: the state behind these locks is
 /// counters and flags that stay meaningful, and the engine must keep running.
 pub trait Guard<T> {
@@ -45,6 +47,8 @@ pub struct Runtime {
     /// slow provider cannot take every slot and hold up a critical alert elsewhere.
     pub slots: Arc<tokio::sync::Semaphore>,
     pub cap: usize,
+    /// The last health check's result; `None` until the first has run.
+    pub health: Mutex<Option<HealthView>>,
 }
 
 /// What a channel's state is, as the API names it.
@@ -77,6 +81,9 @@ pub struct ChannelView {
     pub last_success_at: Option<DateTime<Utc>>,
     pub paused_until: Option<DateTime<Utc>>,
     pub circuit: &'static str,
+    /// Where this channel's notifications go when it fails.
+    pub fallback: Vec<String>,
+    pub health: Option<HealthView>,
 }
 
 impl Runtime {
@@ -144,6 +151,8 @@ impl Runtime {
                 BreakerState::Open { .. } => "open",
                 BreakerState::HalfOpen => "half_open",
             },
+            fallback: self.spec.fallback.clone(),
+            health: self.health.guard().clone(),
         }
     }
 }
@@ -181,6 +190,7 @@ impl Registry {
                     busy: std::sync::atomic::AtomicUsize::new(0),
                     slots: Arc::new(tokio::sync::Semaphore::new(cap)),
                     cap,
+                    health: Mutex::new(None),
                 };
                 (spec.name.clone(), Arc::new(rt))
             })
