@@ -261,3 +261,42 @@ url = "{}"
     assert_eq!(dc.messages().len(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_channel_the_provider_switched_off_hands_its_queue_to_the_fallback() {
+    common::crypto();
+    let gone = WebhookSink::start().await;
+    gone.set_status_for_all(410);
+    let backup = WebhookSink::start().await;
+    let cfg = base(&format!(
+        r#"
+[channels.primary]
+url = "{}"
+fallback = ["backup"]
+[channels.backup]
+url = "{}"
+"#,
+        gone.url().replacen("http://", "json://", 1),
+        backup.url().replacen("http://", "json://", 1)
+    ));
+    let s = TestServer::start(&cfg).await;
+    let first = send(&s, json!({"message": "first", "channels": ["primary"]})).await;
+    wait_delivered_on(&s, &first, "backup", Duration::from_secs(20)).await;
+    let (_, ch) = s.get("/api/v1/channels/primary").await;
+    assert_eq!(ch["state"], "disabled", "{ch:#}");
+    // Sent after the 410: the channel no longer sends, so the queue moves on without a try.
+    let second = send(&s, json!({"message": "second", "channels": ["primary"]})).await;
+    let v = wait_delivered_on(&s, &second, "backup", Duration::from_secs(20)).await;
+    let p = by_channel(&v, "primary");
+    assert!(p[0]["attempts"].as_array().unwrap().is_empty(), "{v:#}");
+    assert!(
+        p[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("channel disabled"),
+        "{v:#}"
+    );
+    assert_eq!(gone.requests(), 1);
+    assert_eq!(backup.count(), 2);
+    s.stop().await;
+}

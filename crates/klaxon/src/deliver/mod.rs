@@ -463,24 +463,29 @@ impl Engine {
         })
     }
 
-    /// Channels whose circuit has been open longer than their `fallback_after`: their due
-    /// deliveries go to the fallback now instead of waiting for the provider to come back.
+    /// Channels whose circuit has been open longer than their `fallback_after`, or that the
+    /// provider switched off (a deleted webhook): their due deliveries go to the fallback now
+    /// instead of waiting for a provider that is not coming back soon.
     async fn sweep_open_circuits(&self) -> Result<(), klaxon_store::StoreError> {
         let now = self.mono();
         for rt in self.registry.all() {
-            if rt.spec.fallback.is_empty() || !rt.enabled() {
+            if rt.spec.fallback.is_empty() {
                 continue;
             }
-            let open_for = {
+            let why = {
+                let s = rt.state.guard();
                 let b = rt.breaker.guard();
-                match b.opened_at() {
-                    Some(t) if !b.is_closed() => now.saturating_sub(t),
+                match (&s.disabled_reason, s.enabled, b.opened_at()) {
+                    (Some(reason), Some(false), _) => format!("channel disabled ({reason})"),
+                    (_, Some(false), _) => continue,
+                    (_, _, Some(t))
+                        if !b.is_closed() && now.saturating_sub(t) >= rt.spec.fallback_after =>
+                    {
+                        format!("circuit open for {} s", now.saturating_sub(t).as_secs())
+                    }
                     _ => continue,
                 }
             };
-            if open_for < rt.spec.fallback_after {
-                continue;
-            }
             let claimed = self
                 .store
                 .claim(ClaimRequest {
@@ -497,11 +502,7 @@ impl Engine {
                 match self.plan_fallback(&c).await {
                     Some(fallback) => moves.push(FallbackMove {
                         delivery_id: c.delivery.id,
-                        reason: format!(
-                            "circuit open for {} s; handed to `{}`",
-                            open_for.as_secs(),
-                            fallback.channel
-                        ),
+                        reason: format!("{why}; handed to `{}`", fallback.channel),
                         fallback,
                     }),
                     None => waits.push(Deferral {
