@@ -1007,7 +1007,11 @@ mod example {
     fn example_file_loads() {
         let text = include_str!("../../../klaxon.example.toml");
         let c = super::Config::load(Some(text), &std::collections::BTreeMap::new()).unwrap();
-        assert_eq!(c.channels.len(), 4);
+        assert_eq!(c.channels.len(), 9);
+        assert_eq!(
+            c.channel("ops-telegram").unwrap().fallback,
+            ["ops-email", "oncall-sms"]
+        );
         assert_eq!(c.routes.len(), 3);
     }
 }
