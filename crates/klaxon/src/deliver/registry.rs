@@ -111,7 +111,15 @@ impl Runtime {
         let breaker = self.breaker.guard().state();
         let enabled = s.enabled.unwrap_or(self.spec.enabled);
         let paused = s.paused_until.filter(|t| *t > now);
-        let failing = match (s.last_error_at, s.last_success_at) {
+        let health = self.health.guard().clone();
+        // The newest word on the channel decides: a failed send, or a failed health check
+        // (a bad token shows before the first alert needs it), unless a send worked since.
+        let failed_check = health
+            .as_ref()
+            .filter(|h| h.state == klaxon_channels::HealthState::Failed)
+            .map(|h| h.checked_at);
+        let last_failure = s.last_error_at.max(failed_check);
+        let failing = match (last_failure, s.last_success_at) {
             (Some(e), Some(ok)) => e > ok,
             (Some(_), None) => true,
             _ => false,
@@ -152,7 +160,7 @@ impl Runtime {
                 BreakerState::HalfOpen => "half_open",
             },
             fallback: self.spec.fallback.clone(),
-            health: self.health.guard().clone(),
+            health,
         }
     }
 }
