@@ -51,13 +51,17 @@ enum Command {
         /// A channel name from the configuration.
         #[arg(long, conflicts_with = "to")]
         channel: Option<String>,
-        /// A channel URL (tgram://…, discord://…, json://…).
+        /// A channel URL (tgram://, discord://, slack://, mailto://, mailtos://, twilio://,
+        /// ntfy://, ntfys://, pover://, json://, jsons://).
         #[arg(long)]
         to: Option<String>,
         #[arg(long)]
         title: Option<String>,
         #[arg(long, default_value = "info")]
         severity: String,
+        /// A file to attach (repeatable); sent where the channel takes files.
+        #[arg(long = "attach", value_name = "FILE")]
+        attach: Vec<PathBuf>,
         /// The message text.
         message: String,
     },
@@ -173,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             title,
             severity,
+            attach,
             message,
         } => {
             let config = load_config(&cli.config)?;
@@ -202,9 +207,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--severity: {e}"))?;
             let mut n = Notification::new(message).severity(severity).source("cli");
             n.title = title;
+            for path in &attach {
+                n.attachments.push(attachment(path)?);
+            }
             send_now(&config, &spec, n).await
         }
     }
+}
+
+/// Reads a file for `--attach`; the content type comes from the extension, which is what
+/// providers look at to choose photo or document.
+fn attachment(path: &std::path::Path) -> anyhow::Result<klaxon::Attachment> {
+    use base64::Engine as _;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("--attach: cannot read {}", path.display()))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let content_type = match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        "csv" => "text/csv",
+        "txt" | "log" => "text/plain",
+        "json" => "application/json",
+        "html" | "htm" => "text/html",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    };
+    Ok(klaxon::Attachment {
+        filename: path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".into()),
+        content_type: content_type.into(),
+        content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+    })
 }
 
 fn names(c: &Config) -> String {
