@@ -320,6 +320,9 @@ pub struct Delivery {
     /// The channel this delivery's notification was handed to when it failed.
     #[serde(default)]
     pub fell_back_to: Option<String>,
+    /// Attempts made before an operator's retry; only later ones use up the retry budget.
+    #[serde(default)]
+    pub budget_from: u32,
 }
 
 /// The outcome of one attempt, as recorded.

@@ -198,6 +198,9 @@ pub trait Store: Send + Sync + 'static {
     /// Extends the lease of deliveries this owner still holds (sends in progress), so a lease
     /// can be short — a crashed worker's rows come back quickly — while slow sends stay ours.
     async fn renew(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()>;
+    /// Puts dead deliveries back in the queue with a fresh retry budget (an operator's retry);
+    /// `None` = every dead delivery. Returns the ids requeued.
+    async fn requeue(&self, ids: Option<Vec<Uuid>>) -> Result<Vec<Uuid>>;
     /// Ends claimed deliveries as `dead` and inserts their fallbacks, in one transaction.
     async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()>;
     /// Puts claimed deliveries back without counting an attempt.

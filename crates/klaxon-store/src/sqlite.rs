@@ -34,7 +34,7 @@ pub struct SqliteStore {
 /// that dynamic SQL be audited, and these are all static).
 macro_rules! delivery_columns {
     () => {
-        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to"
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from"
     };
 }
 
@@ -99,6 +99,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
             .map(parse_id)
             .transpose()?,
         fell_back_to: row.try_get("fell_back_to")?,
+        budget_from: row.try_get::<i64, _>("budget_from")? as u32,
     })
 }
 
@@ -501,6 +502,26 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn requeue(&self, ids: Option<Vec<Uuid>>) -> Result<Vec<Uuid>> {
+        let now = ms(Utc::now());
+        let ids_json = ids.map(|v| {
+            serde_json::to_string(&v.iter().map(|i| id_str(*i)).collect::<Vec<_>>())
+                .unwrap_or_default()
+        });
+        let rows: Vec<String> = sqlx::query_scalar(
+            "UPDATE deliveries SET status = 'pending', not_before = ?1, budget_from = attempts, \
+               throttled = 0, lease_until = NULL, lease_owner = NULL, updated_at = ?1, \
+               expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at <= ?1 THEN NULL ELSE expires_at END \
+             WHERE status = 'dead' AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))) \
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(ids_json)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(|r| parse_id(r)).collect()
     }
 
     async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()> {

@@ -76,6 +76,7 @@ suite!(
     dead_delivery_hands_over_to_fallback,
     open_circuit_moves_to_fallback,
     lost_lease_does_not_fall_back,
+    requeue_gives_dead_letters_a_fresh_budget,
 );
 
 async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
@@ -591,4 +592,42 @@ async fn lost_lease_does_not_fall_back(store: Arc<dyn Store>) {
         "a stale worker's outcome adds nothing"
     );
     assert_eq!(rec.deliveries[0].delivery.fell_back_to, None);
+}
+
+async fn requeue_gives_dead_letters_a_fresh_budget(store: Arc<dyn Store>) {
+    let a = Notification::new("a");
+    let b = Notification::new("b");
+    let (ida, idb) = (a.id, b.id);
+    store
+        .insert(vec![entry(a, &["a"]), entry(b, &["b"])])
+        .await
+        .unwrap();
+    let claimed = store.claim(claim_req(5)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    store
+        .complete(claimed.iter().map(|c| dead(c.delivery.id, None)).collect())
+        .await
+        .unwrap();
+    let da = claimed
+        .iter()
+        .find(|c| c.delivery.channel == "a")
+        .unwrap()
+        .delivery
+        .id;
+    // One by id: only that one comes back.
+    assert_eq!(store.requeue(Some(vec![da])).await.unwrap(), vec![da]);
+    assert!(
+        store.requeue(Some(vec![da])).await.unwrap().is_empty(),
+        "not dead any more"
+    );
+    let rec = store.get(ida).await.unwrap().unwrap();
+    let d = &rec.deliveries[0];
+    assert_eq!(d.delivery.status, DeliveryStatus::Pending);
+    assert_eq!((d.delivery.attempts, d.delivery.budget_from), (1, 1));
+    assert_eq!(d.attempts.len(), 1, "the history stays");
+    // All: the rest.
+    assert_eq!(store.requeue(None).await.unwrap().len(), 1);
+    let rec = store.get(idb).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries[0].delivery.status, DeliveryStatus::Pending);
+    assert_eq!(store.claim(claim_req(5)).await.unwrap().len(), 2);
 }

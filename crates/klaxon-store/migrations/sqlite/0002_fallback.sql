@@ -2,3 +2,6 @@
 -- and the new delivery says which one it replaces, so the history reads both ways.
 ALTER TABLE deliveries ADD COLUMN fallback_of TEXT;
 ALTER TABLE deliveries ADD COLUMN fell_back_to TEXT;
+-- An operator's retry of a dead delivery gives it a fresh retry budget: attempts before it
+-- no longer count against the schedule (they stay in the history).
+ALTER TABLE deliveries ADD COLUMN budget_from INTEGER NOT NULL DEFAULT 0;

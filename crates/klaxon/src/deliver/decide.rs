@@ -66,7 +66,9 @@ pub fn decide(
                 effects.failure = true;
             }
             // Only non-429 failures use up the retry budget.
-            let failures = number - d.throttled - u32::from(throttled);
+            let failures = number
+                .saturating_sub(d.budget_from)
+                .saturating_sub(d.throttled + u32::from(throttled));
             let backoff = if throttled {
                 Some(Duration::ZERO)
             } else {
@@ -143,6 +145,7 @@ mod tests {
             delivered_at: None,
             fallback_of: None,
             fell_back_to: None,
+            budget_from: 0,
         }
     }
 
@@ -229,6 +232,24 @@ mod tests {
             now,
         );
         assert_eq!(c.status, DeliveryStatus::Dead);
+    }
+
+    #[test]
+    fn an_operator_retry_gets_a_fresh_budget() {
+        let now = Utc::now();
+        let mut d = delivery(4, 0);
+        d.budget_from = 4;
+        let (c, _) = decide(
+            &d,
+            &retry(503, None, false),
+            &no_jitter(),
+            now,
+            Duration::ZERO,
+            now,
+        );
+        assert_eq!(c.status, DeliveryStatus::Retrying);
+        assert_eq!(c.attempt.number, 5);
+        assert_eq!((c.not_before.unwrap() - now).num_milliseconds(), 1000);
     }
 
     #[test]
