@@ -201,6 +201,14 @@ pub trait Store: Send + Sync + 'static {
     /// Puts dead deliveries back in the queue with a fresh retry budget (an operator's retry);
     /// `None` = every dead delivery. Returns the ids requeued.
     async fn requeue(&self, ids: Option<Vec<Uuid>>) -> Result<Vec<Uuid>>;
+    /// Moves `channel`'s waiting deliveries due exactly at `from` to `to`: what a mute held
+    /// for its end goes when the mute is lifted early. Returns how many moved.
+    async fn reschedule(
+        &self,
+        channel: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64>;
     /// Ends claimed deliveries as `dead` and inserts their fallbacks, in one transaction.
     async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()>;
     /// Puts claimed deliveries back without counting an attempt.

@@ -524,6 +524,25 @@ impl Store for SqliteStore {
         rows.iter().map(|r| parse_id(r)).collect()
     }
 
+    async fn reschedule(
+        &self,
+        channel: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET not_before = ?1, updated_at = ?4 \
+             WHERE channel = ?2 AND not_before = ?3 AND status IN ('pending', 'retrying')",
+        )
+        .bind(ms(to))
+        .bind(channel)
+        .bind(ms(from))
+        .bind(ms(Utc::now()))
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()> {
         if moves.is_empty() {
             return Ok(());

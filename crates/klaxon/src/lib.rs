@@ -4,6 +4,7 @@
 //! - [`api`]: the HTTP API (axum) — notifications, events, history, status, metrics.
 //! - [`ingest`]: routes a notification to channels, commits it (group commit), wakes the engine.
 //! - [`deliver`]: the engine — leased claims, rate limits, retries, breaker, shutdown.
+//! - [`control`]: operator actions (switch, mute, test, retry dead letters) shared by API and CLI.
 //! - [`app`]: assembles a running service from a [`Config`]; [`server`] serves it over HTTP.
 //! - [`Notifier`]: the same pipeline embedded in a Rust program, with a non-blocking `send`.
 //!
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod control;
 pub mod deliver;
 pub mod ingest;
 pub mod metrics;

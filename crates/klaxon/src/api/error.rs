@@ -86,3 +86,17 @@ impl From<IngestError> for ApiError {
         }
     }
 }
+
+impl From<crate::control::ControlError> for ApiError {
+    fn from(e: crate::control::ControlError) -> Self {
+        use crate::control::ControlError as C;
+        match e {
+            C::NoChannel(_) => ApiError::not_found(e.to_string()),
+            C::Disabled(_) => {
+                ApiError::new(StatusCode::CONFLICT, "channel_disabled", e.to_string())
+            }
+            C::Store(s) => s.into(),
+            C::Ingest(i) => i.into(),
+        }
+    }
+}

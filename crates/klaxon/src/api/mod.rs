@@ -37,7 +37,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/notifications/{id}", get(get_notification))
         .route("/api/v1/events", post(post_events))
         .route("/api/v1/channels", get(list_channels))
-        .route("/api/v1/channels/{name}", get(get_channel))
+        .route(
+            "/api/v1/channels/{name}",
+            get(get_channel).patch(patch_channel),
+        )
+        .route("/api/v1/channels/{name}/test", post(test_channel))
+        .route("/api/v1/dead-letters", get(list_dead_letters))
+        .route("/api/v1/dead-letters/retry", post(retry_all_dead))
+        .route("/api/v1/dead-letters/{id}/retry", post(retry_dead))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -287,6 +294,19 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// `limit`: 1–1000, default 50.
+fn parse_limit(v: Option<String>) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(50),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => Ok(n),
+            _ => {
+                Err(ApiError::bad_request("invalid_field", "`limit` must be 1–1000").field("limit"))
+            }
+        },
+    }
+}
+
 fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     v.map(|t| {
         DateTime::parse_from_rfc3339(&t)
@@ -319,17 +339,7 @@ async fn list_notifications(
             })
         })
         .transpose()?;
-    let limit = match q.limit {
-        None => 50,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(
-                    ApiError::bad_request("invalid_field", "`limit` must be 1–1000").field("limit"),
-                );
-            }
-        },
-    };
+    let limit = parse_limit(q.limit)?;
     let cursor = q
         .cursor
         .as_deref()
@@ -394,6 +404,190 @@ async fn get_channel(
         .find(|v| v["name"] == json!(name))
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no channel named `{name}`")))
+}
+
+/// `PATCH /api/v1/channels/{name}`: `{"enabled": bool, "muted_until": RFC 3339 | null}`.
+async fn patch_channel(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let v = json_body(body)?;
+    let Value::Object(map) = v else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "expected an object like {\"enabled\": false}",
+        ));
+    };
+    let mut change = crate::control::ChannelChange::default();
+    for (k, v) in map {
+        match (k.as_str(), v) {
+            ("enabled", Value::Bool(b)) => change.enabled = Some(b),
+            ("enabled", _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    "`enabled` must be true or false",
+                )
+                .field("enabled"));
+            }
+            ("muted_until", Value::Null) => change.muted_until = Some(None),
+            ("muted_until", Value::String(t)) => {
+                change.muted_until = Some(query_time(Some(t), "muted_until")?);
+            }
+            ("muted_until", _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    "`muted_until` must be an RFC 3339 time or null",
+                )
+                .field("muted_until"));
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    "unknown_field",
+                    format!("unknown field `{other}` (expected `enabled`, `muted_until`)"),
+                )
+                .field(other));
+            }
+        }
+    }
+    crate::control::change_channel(&s, &name, change).await?;
+    get_channel(State(s), Path(name)).await
+}
+
+/// `POST /api/v1/channels/{name}/test`: sends a test through the channel and answers with the
+/// outcome (or what is known when the channel's timeout has passed).
+async fn test_channel(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let wait = s
+        .registry
+        .get(&name)
+        .map(|rt| rt.spec.timeout + std::time::Duration::from_secs(5))
+        .unwrap_or_default();
+    let out = crate::control::test_channel(&s, &name, wait).await?;
+    let errors: Vec<&str> = out
+        .record
+        .deliveries
+        .iter()
+        .filter_map(|d| d.delivery.last_error.as_deref())
+        .collect();
+    let outcome = match (out.finished, out.delivered) {
+        (true, true) => "delivered",
+        (true, false) => "failed",
+        (false, _) => "pending",
+    };
+    let code = if out.finished {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        code,
+        Json(json!({
+            "outcome": outcome,
+            "error": errors.first(),
+            "notification": record_json(&out.record, true),
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct DeadQuery {
+    channel: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/dead-letters`: deliveries that ended `dead`, newest notification first, each
+/// with the notification it carried.
+async fn list_dead_letters(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = parse_limit(q.limit)?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(parse_id)
+        .transpose()
+        .map_err(|e| e.field("cursor"))?;
+    let records = s
+        .store
+        .list(ListFilter {
+            status: Some(DeliveryStatus::Dead),
+            channel: q.channel.clone(),
+            limit,
+            cursor,
+            ..ListFilter::default()
+        })
+        .await?;
+    let mut items = Vec::new();
+    for r in &records {
+        let n = &r.notification;
+        for d in &r.deliveries {
+            let dead = d.delivery.status == DeliveryStatus::Dead
+                && q.channel.as_ref().is_none_or(|c| *c == d.delivery.channel);
+            if !dead {
+                continue;
+            }
+            // `attempts` is the count; the notification's detail view has each attempt.
+            let mut v = serde_json::to_value(&d.delivery).unwrap_or_default();
+            v["notification"] = json!({
+                "id": n.id,
+                "title": n.title,
+                "message": n.message,
+                "severity": n.severity,
+                "event_type": n.event_type,
+                "source": n.source,
+                "created_at": n.created_at,
+            });
+            items.push(v);
+        }
+    }
+    let next = (records.len() == limit)
+        .then(|| records.last().map(|r| r.notification.id))
+        .flatten();
+    Ok(Json(json!({"items": items, "next_cursor": next})))
+}
+
+/// `POST /api/v1/dead-letters/{id}/retry`: the delivery goes back in the queue.
+async fn retry_dead(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::bad_request("invalid_field", format!("`{id}` is not a delivery id")).field("id")
+    })?;
+    let done = crate::control::retry_dead(&s, Some(vec![id])).await?;
+    if done.is_empty() {
+        return Err(ApiError::not_found(format!("no dead delivery {id}")));
+    }
+    Ok(Json(json!({"requeued": done})))
+}
+
+#[derive(Deserialize)]
+struct AllQuery {
+    all: Option<String>,
+}
+
+/// `POST /api/v1/dead-letters/retry?all=true`: every dead delivery goes back in the queue.
+async fn retry_all_dead(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<AllQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if q.all.as_deref() != Some("true") {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "say `?all=true` to retry every dead delivery, or POST /api/v1/dead-letters/{id}/retry",
+        )
+        .field("all"));
+    }
+    let done = crate::control::retry_dead(&s, None).await?;
+    Ok(Json(json!({"requeued": done})))
 }
 
 async fn health() -> Json<Value> {

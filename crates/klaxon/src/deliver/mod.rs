@@ -297,6 +297,17 @@ impl Engine {
                 });
                 continue;
             }
+            // Muted: critical alerts and operator tests pass, the rest wait for the mute's end.
+            if let Some(until) = rt.muted_until(Utc::now())
+                && c.notification.severity != klaxon_core::Severity::Critical
+                && c.notification.event_type.as_deref() != Some(crate::control::TEST_EVENT)
+            {
+                deferrals.push(Deferral {
+                    delivery_id: c.delivery.id,
+                    not_before: until,
+                });
+                continue;
+            }
             let mut keys = rt.channel.limits(c.delivery.target.as_deref());
             keys.push(rt.channel_key());
             let at = {

@@ -80,6 +80,8 @@ pub struct ChannelView {
     pub last_error_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub paused_until: Option<DateTime<Utc>>,
+    /// Non-critical deliveries wait until then.
+    pub muted_until: Option<DateTime<Utc>>,
     pub circuit: &'static str,
     /// Where this channel's notifications go when it fails.
     pub fallback: Vec<String>,
@@ -90,6 +92,11 @@ impl Runtime {
     pub fn enabled(&self) -> bool {
         let s = self.state.guard();
         s.enabled.unwrap_or(self.spec.enabled)
+    }
+
+    /// Until when non-critical deliveries wait, if the channel is muted now.
+    pub fn muted_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.state.guard().muted_until.filter(|t| *t > now)
     }
 
     /// The channel-wide limit key every send carries: a configured `rate_limit`, and the handle
@@ -154,6 +161,7 @@ impl Runtime {
             last_error_at: s.last_error_at,
             last_success_at: s.last_success_at,
             paused_until: paused,
+            muted_until: s.muted_until.filter(|t| *t > now),
             circuit: match breaker {
                 BreakerState::Closed => "closed",
                 BreakerState::Open { .. } => "open",
