@@ -11,6 +11,7 @@
 pub mod discord;
 pub mod http;
 pub mod log;
+pub mod slack;
 pub mod telegram;
 pub mod webhook;
 
@@ -154,14 +155,18 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             http.clone(),
             spec.timeout,
         )),
+        Provider::Slack(s) => Arc::new(slack::Slack::new(
+            &spec.name,
+            s.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
         // Filled in by their modules as they land (issue 3); until then a send is refused with
         // a clear reason rather than pretending.
-        Provider::Slack(_)
-        | Provider::Email(_)
-        | Provider::Twilio(_)
-        | Provider::Ntfy(_)
-        | Provider::Pushover(_) => Arc::new(log::Unavailable::new(&spec.name)),
+        Provider::Email(_) | Provider::Twilio(_) | Provider::Ntfy(_) | Provider::Pushover(_) => {
+            Arc::new(log::Unavailable::new(&spec.name))
+        }
     }
 }
 

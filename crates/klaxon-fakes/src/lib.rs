@@ -10,6 +10,7 @@
 //! - [`telegram`] — [`telegram::FakeTelegram`], the Bot API (`sendMessage`, `getMe`), §1.
 //! - [`discord`] — [`discord::FakeDiscord`], execute-webhook with embed limits and buckets, §2.
 //! - [`webhook`] — [`webhook::WebhookSink`], a fast receiver verifying Standard Webhooks, §5.
+//! - [`slack`] — [`slack::FakeSlack`], incoming webhooks with Block Kit limits, §3.
 //! - [`markup`] — strict Telegram HTML / MarkdownV2 validators, also used by property tests.
 //!
 //! Every fake shares the same lifecycle (`start`, `url`, `stop`, `restart`) and the same failure
@@ -18,9 +19,11 @@
 
 pub mod discord;
 pub mod markup;
+pub mod slack;
 pub mod telegram;
 pub mod webhook;
 
+mod bucket;
 mod fault;
 mod server;
 
