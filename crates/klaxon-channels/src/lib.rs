@@ -13,6 +13,7 @@ pub mod http;
 pub mod log;
 pub mod slack;
 pub mod telegram;
+pub mod twilio;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -59,7 +60,7 @@ impl From<Verdict> for SendReport {
 
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The provider kind: `telegram`, `discord`, `webhook`, `log`.
+    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `log`.
     fn kind(&self) -> &'static str;
 
     /// The deliveries `n` becomes on this channel: one per recipient, and one per message
@@ -161,10 +162,11 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             http.clone(),
             spec.timeout,
         )),
+        Provider::Twilio(t) => Arc::new(twilio::Twilio::new(t.clone(), http.clone(), spec.timeout)),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
         // Filled in by their modules as they land (issue 3); until then a send is refused with
         // a clear reason rather than pretending.
-        Provider::Email(_) | Provider::Twilio(_) | Provider::Ntfy(_) | Provider::Pushover(_) => {
+        Provider::Email(_) | Provider::Ntfy(_) | Provider::Pushover(_) => {
             Arc::new(log::Unavailable::new(&spec.name))
         }
     }

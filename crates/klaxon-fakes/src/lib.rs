@@ -11,6 +11,7 @@
 //! - [`discord`] — [`discord::FakeDiscord`], execute-webhook with embed limits and buckets, §2.
 //! - [`webhook`] — [`webhook::WebhookSink`], a fast receiver verifying Standard Webhooks, §5.
 //! - [`slack`] — [`slack::FakeSlack`], incoming webhooks with Block Kit limits, §3.
+//! - [`twilio`] — [`twilio::FakeTwilio`], the Messages API with Twilio's codes and segment counts, §4.
 //! - [`markup`] — strict Telegram HTML / MarkdownV2 validators, also used by property tests.
 //!
 //! Every fake shares the same lifecycle (`start`, `url`, `stop`, `restart`) and the same failure
@@ -21,6 +22,7 @@ pub mod discord;
 pub mod markup;
 pub mod slack;
 pub mod telegram;
+pub mod twilio;
 pub mod webhook;
 
 mod bucket;

@@ -7,6 +7,7 @@
 
 pub mod discord;
 pub mod slack;
+pub mod sms;
 pub mod telegram;
 pub mod webhook;
 
