@@ -11,6 +11,7 @@
 pub mod discord;
 pub mod http;
 pub mod log;
+pub mod ntfy;
 pub mod slack;
 pub mod telegram;
 pub mod twilio;
@@ -60,7 +61,7 @@ impl From<Verdict> for SendReport {
 
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `log`.
+    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `ntfy`, `log`.
     fn kind(&self) -> &'static str;
 
     /// The deliveries `n` becomes on this channel: one per recipient, and one per message
@@ -163,12 +164,11 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             spec.timeout,
         )),
         Provider::Twilio(t) => Arc::new(twilio::Twilio::new(t.clone(), http.clone(), spec.timeout)),
+        Provider::Ntfy(n) => Arc::new(ntfy::Ntfy::new(n.clone(), http.clone(), spec.timeout)),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
         // Filled in by their modules as they land (issue 3); until then a send is refused with
         // a clear reason rather than pretending.
-        Provider::Email(_) | Provider::Ntfy(_) | Provider::Pushover(_) => {
-            Arc::new(log::Unavailable::new(&spec.name))
-        }
+        Provider::Email(_) | Provider::Pushover(_) => Arc::new(log::Unavailable::new(&spec.name)),
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`webhook`] — [`webhook::WebhookSink`], a fast receiver verifying Standard Webhooks, §5.
 //! - [`slack`] — [`slack::FakeSlack`], incoming webhooks with Block Kit limits, §3.
 //! - [`twilio`] — [`twilio::FakeTwilio`], the Messages API with Twilio's codes and segment counts, §4.
+//! - [`ntfy`] — [`ntfy::FakeNtfy`], JSON and header publishing, auth, visitor limit, files, §8.
 //! - [`markup`] — strict Telegram HTML / MarkdownV2 validators, also used by property tests.
 //!
 //! Every fake shares the same lifecycle (`start`, `url`, `stop`, `restart`) and the same failure
@@ -20,6 +21,7 @@
 
 pub mod discord;
 pub mod markup;
+pub mod ntfy;
 pub mod slack;
 pub mod telegram;
 pub mod twilio;
