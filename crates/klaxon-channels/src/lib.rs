@@ -12,6 +12,7 @@ pub mod discord;
 pub mod http;
 pub mod log;
 pub mod ntfy;
+pub mod pushover;
 pub mod slack;
 pub mod telegram;
 pub mod twilio;
@@ -61,7 +62,7 @@ impl From<Verdict> for SendReport {
 
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `ntfy`, `log`.
+    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `ntfy`, `pushover`, `log`.
     fn kind(&self) -> &'static str;
 
     /// The deliveries `n` becomes on this channel: one per recipient, and one per message
@@ -165,10 +166,15 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
         )),
         Provider::Twilio(t) => Arc::new(twilio::Twilio::new(t.clone(), http.clone(), spec.timeout)),
         Provider::Ntfy(n) => Arc::new(ntfy::Ntfy::new(n.clone(), http.clone(), spec.timeout)),
+        Provider::Pushover(p) => Arc::new(pushover::Pushover::new(
+            p.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
-        // Filled in by their modules as they land (issue 3); until then a send is refused with
-        // a clear reason rather than pretending.
-        Provider::Email(_) | Provider::Pushover(_) => Arc::new(log::Unavailable::new(&spec.name)),
+        // Email lands from its own branch; until then a send is refused with a clear reason
+        // rather than pretending.
+        Provider::Email(_) => Arc::new(log::Unavailable::new(&spec.name)),
     }
 }
 

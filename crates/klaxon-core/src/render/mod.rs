@@ -7,6 +7,7 @@
 
 pub mod discord;
 pub mod ntfy;
+pub mod pushover;
 pub mod slack;
 pub mod sms;
 pub mod telegram;
@@ -175,7 +176,7 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
 /// characters, ending with `…` when cut. The cut falls between two escaped characters, so an
 /// entity (`&amp;`) or an escape (`\\*`) is never split in half.
 pub fn escape_fit(text: &str, max: usize, escape: impl Fn(char, &mut String)) -> String {
-    let mut out = String::with_capacity(text.len().min(max * 4));
+    let mut out = String::with_capacity(text.len().min(max.saturating_mul(4)));
     let mut piece = String::new();
     let mut count = 0;
     // The byte length of `out` at the last point where a `…` could still be added.
