@@ -3,7 +3,7 @@
 //! through `channel_url::parse` and `klaxon_channels::build` — so the suite also proves the
 //! build mapping. Per channel it checks: one send is one message at the provider; injected
 //! 2xx/4xx/429/5xx answers become Delivered / Reject / throttled Retry / Retry; no secret shows
-//! in any verdict, note or health detail, even when the host is down.
+//! in any verdict, note, health detail or the channel spec's `Debug`, even when the host is down.
 //!
 //! Adding a channel: a `Kind`, its `setup` arm (fake + URL), its row in `EXPECT`, and a
 //! `conformance!` line.
@@ -103,7 +103,7 @@ fake!(FakePushover, |f| f.messages().len());
 const NTFY_TOKEN: &str = "tk_conformance_token_0123";
 
 /// Starts the kind's fake and builds its channel from a URL, as the service would.
-async fn setup(kind: Kind) -> (Arc<dyn Channel>, Box<dyn Fake>) {
+async fn setup(kind: Kind) -> (Arc<dyn Channel>, Box<dyn Fake>, String) {
     let mut apis = ApiBases::default();
     let sid = klaxon_fakes::twilio::DEFAULT_ACCOUNT_SID;
     let twilio_token = klaxon_fakes::twilio::DEFAULT_AUTH_TOKEN;
@@ -183,7 +183,8 @@ async fn setup(kind: Kind) -> (Arc<dyn Channel>, Box<dyn Fake>) {
         fallback_after: Duration::from_secs(60),
         retry: None,
     };
-    (klaxon_channels::build(&spec, &client()), fake)
+    let debug = format!("{spec:?}");
+    (klaxon_channels::build(&spec, &client()), fake, debug)
 }
 
 fn expect(kind: Kind) -> (&'static str, On429) {
@@ -218,9 +219,15 @@ fn assert_clean(kind: Kind, ch: &dyn Channel, report: &SendReport) {
 }
 
 async fn delivers_once(kind: Kind) {
-    let (ch, fake) = setup(kind).await;
+    let (ch, fake, debug) = setup(kind).await;
     assert_eq!(ch.kind(), expect(kind).0);
     assert!(!ch.secrets().is_empty(), "{kind:?} declares its secrets");
+    for s in ch.secrets() {
+        assert!(
+            !debug.contains(s.expose()),
+            "{kind:?} spec Debug shows a secret: {debug}"
+        );
+    }
     let report = send(ch.as_ref(), &hostile()).await;
     assert!(is_delivered(&report.verdict), "{kind:?}: {report:?}");
     assert_eq!(fake.delivered(), 1, "{kind:?}: one send, one message");
@@ -228,7 +235,7 @@ async fn delivers_once(kind: Kind) {
 }
 
 async fn classifies(kind: Kind) {
-    let (ch, fake) = setup(kind).await;
+    let (ch, fake, _) = setup(kind).await;
     let n = hostile();
     for status in [400, 403] {
         fake.fail_next(1, status);
@@ -290,7 +297,7 @@ async fn classifies(kind: Kind) {
 }
 
 async fn no_secret_when_down(kind: Kind) {
-    let (ch, fake) = setup(kind).await;
+    let (ch, fake, _) = setup(kind).await;
     fake.stop().await;
     let report = send(ch.as_ref(), &hostile()).await;
     assert!(

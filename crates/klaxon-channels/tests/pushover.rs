@@ -121,6 +121,23 @@ async fn first_image_is_attached_and_the_rest_noted() {
 }
 
 #[tokio::test]
+async fn an_image_over_five_megabytes_is_left_out() {
+    let fake = FakePushover::start().await;
+    let ch = channel(&fake);
+    let mut n = alert();
+    n.attachments
+        .push(file("huge.png", "image/png", &vec![0u8; 5_242_881]));
+    let report = send(&ch, &n).await;
+    assert!(is_delivered(&report.verdict), "{report:?}");
+    assert_eq!(
+        report.note.as_deref(),
+        Some("huge.png (5242881 bytes) is over Pushover's 5 MB limit and was not sent")
+    );
+    let m = fake.messages().pop().unwrap();
+    assert!(!m.multipart && m.attachment.is_none());
+}
+
+#[tokio::test]
 async fn bad_keys_are_rejected_and_never_shown() {
     let fake = FakePushover::start().await;
     let mut s = spec(&fake);

@@ -143,6 +143,21 @@ async fn server_errors_and_a_dead_host_are_retried_without_leaking_the_path() {
 }
 
 #[tokio::test]
+async fn a_200_that_is_not_ok_is_delivered_with_a_note() {
+    let fake = FakeSlack::start().await;
+    fake.answer_ok_with("<html>portal</html>");
+    let ch = channel(&fake, DEFAULT_WEBHOOK);
+    let report = send(&ch, &alert()).await;
+    // Resending could post twice; the operator is told instead.
+    assert!(is_delivered(&report.verdict));
+    assert_eq!(
+        report.note.as_deref(),
+        Some("Slack answered 200 with \"<html>portal</html>\" instead of \"ok\"")
+    );
+    assert_eq!(fake.messages().len(), 1);
+}
+
+#[tokio::test]
 async fn limits_and_health() {
     let fake = FakeSlack::start().await;
     let ch = channel(&fake, DEFAULT_WEBHOOK);

@@ -65,6 +65,9 @@ struct HookState {
     archived: HashSet<String>,
     limit: (u32, Duration),
     buckets: HashMap<String, Bucket>,
+    /// The body of a successful answer: `ok`, unless a test plays a proxy that answers 200
+    /// with something else.
+    ok_body: String,
     messages: Vec<SlackMessage>,
     /// Status and body of every non-2xx answer.
     rejected: Vec<(u16, String)>,
@@ -85,6 +88,7 @@ impl FakeSlack {
                 archived: HashSet::new(),
                 limit: DEFAULT_LIMIT,
                 buckets: HashMap::new(),
+                ok_body: "ok".to_owned(),
                 messages: Vec::new(),
                 rejected: Vec::new(),
             }),
@@ -117,6 +121,12 @@ impl FakeSlack {
         let mut state = lock(&self.shared.state);
         state.limit = (burst, every);
         state.buckets.clear();
+    }
+
+    /// Answers accepted posts with `body` instead of `ok` (a proxy or captive portal in the
+    /// way), still recording them.
+    pub fn answer_ok_with(&self, body: &str) {
+        lock(&self.shared.state).ok_body = body.to_owned();
     }
 
     pub fn messages(&self) -> Vec<SlackMessage> {
@@ -191,15 +201,18 @@ impl Shared {
         if let Err(word) = validate(&json) {
             return self.reject(400, word, None);
         }
-        lock(&self.state).messages.push(SlackMessage {
+        let mut state = lock(&self.state);
+        state.messages.push(SlackMessage {
             webhook: path.to_owned(),
             body: json,
             at: std::time::Instant::now(),
         });
+        let answer = state.ok_body.clone();
+        drop(state);
         (
             status_code(200),
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "ok",
+            answer,
         )
             .into_response()
     }

@@ -176,6 +176,17 @@ mod tests {
         assert_eq!(render(&n, &[]).message, "\\- a\n\\# b\n\\=c d-e");
     }
 
+    proptest::proptest! {
+        /// Any text: within ntfy's size limit, and no escape left dangling at the cut.
+        #[test]
+        fn any_text_fits(msg in ".{0,3000}", k in ".{0,40}", v in ".{0,2000}") {
+            let m = render(&Notification::new(msg).data(k, v), &[]);
+            proptest::prop_assert!(m.message.len() <= MESSAGE_MAX_BYTES);
+            let before = m.message.trim_end_matches('…');
+            proptest::prop_assert_eq!(before.chars().rev().take_while(|&c| c == '\\').count() % 2, 0);
+        }
+    }
+
     #[test]
     fn long_bodies_fit_the_size_limit_without_a_dangling_escape() {
         let mut n = Notification::new("*🚀".repeat(5000)).title("t".repeat(1000));

@@ -106,6 +106,20 @@ mod tests {
         assert_eq!(priority(Severity::Debug), -1);
     }
 
+    proptest::proptest! {
+        /// Any text: within Pushover's limits, every `<b>` closed, no raw `<` from the input.
+        #[test]
+        fn any_text_fits(msg in ".{0,1500}", t in ".{0,300}", k in "[a-z<&]{1,20}", v in ".{0,400}") {
+            let n = Notification::new(msg).title(t).data(k, v);
+            let m = render(&n);
+            proptest::prop_assert!(m.message.chars().count() <= MESSAGE_MAX);
+            proptest::prop_assert!(m.title.chars().count() <= TITLE_MAX);
+            proptest::prop_assert_eq!(m.message.matches("<b>").count(), m.message.matches("</b>").count());
+            let stripped = m.message.replace("<b>", "").replace("</b>", "");
+            proptest::prop_assert!(!stripped.contains('<') && !stripped.contains('>'));
+        }
+    }
+
     #[test]
     fn limits_hold_and_no_tag_is_left_open() {
         let mut n = Notification::new("&".repeat(2000)).title("🚨".repeat(400));

@@ -87,7 +87,8 @@ fn context(n: &Notification) -> String {
     let date = format!(
         "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
         n.created_at.timestamp(),
-        n.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+        n.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     // The date token must survive whole, so the escaped words get what it leaves.
     let words = fit(&parts.join(" · "), CONTEXT_MAX - date.chars().count() - 3);
@@ -119,7 +120,11 @@ mod tests {
         );
         assert_eq!(bl[2]["fields"][1]["text"], json!("*price*\n23,488.75"));
         let ctx = bl[3]["elements"][0]["text"].as_str().unwrap();
-        assert!(ctx.contains(&format!("<!date^{}^", n.created_at.timestamp())));
+        assert!(ctx.contains(&format!(
+            "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+            n.created_at.timestamp(),
+            n.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
         assert!(
             b["text"]
                 .as_str()
@@ -155,8 +160,35 @@ mod tests {
         }
         let ctx = bl.last().unwrap()["elements"][0]["text"].as_str().unwrap();
         assert!(ctx.chars().count() <= CONTEXT_MAX);
-        assert!(ctx.ends_with(" UTC>"));
+        assert!(ctx.ends_with("Z>"), "{ctx}");
         assert!(b["text"].as_str().unwrap().chars().count() <= TEXT_MAX);
+    }
+
+    proptest::proptest! {
+        /// Any text: every Block Kit limit holds and no raw `<`, `>` or bare `&` reaches
+        /// mrkdwn (which would open a link, a mention or an entity).
+        #[test]
+        fn any_text_stays_within_limits(msg in ".{0,4000}", t in ".{0,300}", k in ".{0,50}", v in ".{0,3000}") {
+            let n = Notification::new(msg).title(t).data(k, v);
+            let b = render(&n);
+            let bl = blocks(&b);
+            proptest::prop_assert!(bl.len() <= BLOCKS_MAX);
+            proptest::prop_assert!(bl[0]["text"]["text"].as_str().unwrap().chars().count() <= HEADER_MAX);
+            for block in &bl[1..bl.len() - 1] {
+                let texts: Vec<&str> = match block["fields"].as_array() {
+                    Some(f) => f.iter().map(|x| x["text"].as_str().unwrap()).collect(),
+                    None => vec![block["text"]["text"].as_str().unwrap()],
+                };
+                for text in texts {
+                    proptest::prop_assert!(text.chars().count() <= SECTION_MAX);
+                    proptest::prop_assert!(!text.contains('<') && !text.contains('>'));
+                    let bare = text.match_indices('&').any(|(i, _)| {
+                        !["&amp;", "&lt;", "&gt;"].iter().any(|e| text[i..].starts_with(e))
+                    });
+                    proptest::prop_assert!(!bare, "bare & in {text:?}");
+                }
+            }
+        }
     }
 
     #[test]
