@@ -14,6 +14,8 @@ use crate::{Channel, Health, SendContext, SendReport, http};
 
 /// Twilio's documented throughput for a US long code: 1 message segment per second per
 /// number ("Understanding Twilio's rate limits / MPS"). Keyed on the sender; stretched 3 %.
+/// A message may take `max_segments` segments, so its share is that many intervals: faster,
+/// Twilio queues the excess and a long queue ends in error 30001 (queue overflow).
 pub const PER_LONG_CODE: Rate = Rate::new(1, Duration::from_millis(1030), 1);
 /// WhatsApp senders get 80 messages/s by default (Twilio's WhatsApp throughput docs, Meta's
 /// default Cloud API tier); stretched 3 %.
@@ -94,7 +96,10 @@ impl Channel for Twilio {
         let rate = if self.spec.is_whatsapp() {
             PER_WHATSAPP_SENDER
         } else {
-            PER_LONG_CODE
+            Rate {
+                per: PER_LONG_CODE.per * self.spec.max_segments.max(1),
+                ..PER_LONG_CODE
+            }
         };
         vec![LimitKey {
             key: format!("twilio:{}:{}", self.spec.account_sid, self.spec.from),

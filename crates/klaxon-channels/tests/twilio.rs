@@ -248,4 +248,6 @@ async fn check_fetches_the_account() {
         keys[0].key,
         format!("twilio:{DEFAULT_ACCOUNT_SID}:+15550001111")
     );
+    // One segment a second: a two-segment budget spaces messages two intervals apart.
+    assert_eq!(keys[0].rate.interval(), Duration::from_millis(2060));
 }
