@@ -233,10 +233,13 @@ impl Channel for Ntfy {
             .and_then(|j| j.get("healthy").and_then(Value::as_bool));
         match healthy {
             Some(true) => Health::ok(format!("ntfy server {} is healthy", self.spec.server)),
-            _ => Health::failed(format!(
-                "ntfy server {} says it is not healthy: {}",
-                self.spec.server,
-                http::short(&text)
+            _ => Health::failed(klaxon_core::secret::redact(
+                &format!(
+                    "ntfy server {} says it is not healthy: {}",
+                    self.spec.server,
+                    http::short(&text)
+                ),
+                &secrets,
             )),
         }
     }

@@ -100,12 +100,14 @@ impl Channel for Slack {
         }
         let reason = format!("Slack {status}: {word}");
         let verdict = if GONE.contains(&word) || status == 404 || status == 410 {
-            tracing::error!(channel = %self.name, answer = %http::short(word), "Slack says the webhook's channel is gone; disabling the channel");
+            // Whatever answered may have echoed the URL, and the URL is the credential.
+            let reason = http::short(&klaxon_core::secret::redact(
+                &format!("{reason} (create a new incoming webhook)"),
+                &secrets,
+            ));
+            tracing::error!(channel = %self.name, %reason, "Slack says the webhook's channel is gone; disabling the channel");
             Verdict::Reject {
-                reason: http::short(&klaxon_core::secret::redact(
-                    &format!("{reason} (create a new incoming webhook)"),
-                    &secrets,
-                )),
+                reason,
                 status: Some(status),
                 disable_channel: true,
             }
