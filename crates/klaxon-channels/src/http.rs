@@ -117,3 +117,17 @@ pub fn check_failed(status: u16, reason: &str, secrets: &[&Secret]) -> crate::He
         short(&redact(reason, secrets))
     ))
 }
+
+/// A stable, non-reversible name for a credential, for limit keys: channels sharing a token
+/// share its limit, and the key never carries the token.
+pub fn secret_key(secret: &Secret) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    secret.expose().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// "2 attachment(s) not sent" notes, shared by the providers that cannot carry (all) files.
+pub fn attachments_note(what: &str, count: usize) -> Option<String> {
+    (count > 0).then(|| format!("{what}; {count} attachment(s) not sent"))
+}

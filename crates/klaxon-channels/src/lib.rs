@@ -11,7 +11,11 @@
 pub mod discord;
 pub mod http;
 pub mod log;
+pub mod ntfy;
+pub mod pushover;
+pub mod slack;
 pub mod telegram;
+pub mod twilio;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -58,7 +62,7 @@ impl From<Verdict> for SendReport {
 
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The provider kind: `telegram`, `discord`, `webhook`, `log`.
+    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `ntfy`, `pushover`, `log`.
     fn kind(&self) -> &'static str;
 
     /// The deliveries `n` becomes on this channel: one per recipient, and one per message
@@ -154,14 +158,23 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             http.clone(),
             spec.timeout,
         )),
+        Provider::Slack(s) => Arc::new(slack::Slack::new(
+            &spec.name,
+            s.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
+        Provider::Twilio(t) => Arc::new(twilio::Twilio::new(t.clone(), http.clone(), spec.timeout)),
+        Provider::Ntfy(n) => Arc::new(ntfy::Ntfy::new(n.clone(), http.clone(), spec.timeout)),
+        Provider::Pushover(p) => Arc::new(pushover::Pushover::new(
+            p.clone(),
+            http.clone(),
+            spec.timeout,
+        )),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
-        // Filled in by their modules as they land (issue 3); until then a send is refused with
-        // a clear reason rather than pretending.
-        Provider::Slack(_)
-        | Provider::Email(_)
-        | Provider::Twilio(_)
-        | Provider::Ntfy(_)
-        | Provider::Pushover(_) => Arc::new(log::Unavailable::new(&spec.name)),
+        // Email lands from its own branch; until then a send is refused with a clear reason
+        // rather than pretending.
+        Provider::Email(_) => Arc::new(log::Unavailable::new(&spec.name)),
     }
 }
 

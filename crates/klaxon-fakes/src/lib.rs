@@ -10,6 +10,10 @@
 //! - [`telegram`] — [`telegram::FakeTelegram`], the Bot API (`sendMessage`, `getMe`), §1.
 //! - [`discord`] — [`discord::FakeDiscord`], execute-webhook with embed limits and buckets, §2.
 //! - [`webhook`] — [`webhook::WebhookSink`], a fast receiver verifying Standard Webhooks, §5.
+//! - [`slack`] — [`slack::FakeSlack`], incoming webhooks with Block Kit limits, §3.
+//! - [`twilio`] — [`twilio::FakeTwilio`], the Messages API with Twilio's codes and segment counts, §4.
+//! - [`ntfy`] — [`ntfy::FakeNtfy`], JSON and header publishing, auth, visitor limit, files, §8.
+//! - [`pushover`] — [`pushover::FakePushover`], messages (form or multipart) and user validation, §8.
 //! - [`markup`] — strict Telegram HTML / MarkdownV2 validators, also used by property tests.
 //!
 //! Every fake shares the same lifecycle (`start`, `url`, `stop`, `restart`) and the same failure
@@ -18,9 +22,14 @@
 
 pub mod discord;
 pub mod markup;
+pub mod ntfy;
+pub mod pushover;
+pub mod slack;
 pub mod telegram;
+pub mod twilio;
 pub mod webhook;
 
+mod bucket;
 mod fault;
 mod server;
 

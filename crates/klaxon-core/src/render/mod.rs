@@ -6,6 +6,10 @@
 //! the data fields as lines — live in this file so every channel says the same thing.
 
 pub mod discord;
+pub mod ntfy;
+pub mod pushover;
+pub mod slack;
+pub mod sms;
 pub mod telegram;
 pub mod webhook;
 
@@ -168,6 +172,32 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     out
 }
 
+/// Escapes `text` one character at a time with `escape` and keeps the result within `max`
+/// characters, ending with `…` when cut. The cut falls between two escaped characters, so an
+/// entity (`&amp;`) or an escape (`\\*`) is never split in half.
+pub fn escape_fit(text: &str, max: usize, escape: impl Fn(char, &mut String)) -> String {
+    let mut out = String::with_capacity(text.len().min(max.saturating_mul(4)));
+    let mut piece = String::new();
+    let mut count = 0;
+    // The byte length of `out` at the last point where a `…` could still be added.
+    let mut safe = 0;
+    for c in text.chars() {
+        piece.clear();
+        escape(c, &mut piece);
+        count += piece.chars().count();
+        out.push_str(&piece);
+        if count < max {
+            safe = out.len();
+        }
+        if count > max {
+            out.truncate(safe);
+            out.push('…');
+            return out;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +225,17 @@ mod tests {
     fn truncation_marks_the_cut() {
         assert_eq!(truncate_chars("abcdef", 4), "abc…");
         assert_eq!(truncate_chars("abc", 4), "abc");
+    }
+
+    #[test]
+    fn escaped_cut_never_splits_an_entity() {
+        let amp = |c: char, out: &mut String| match c {
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        };
+        assert_eq!(escape_fit("a&b", 7, amp), "a&amp;b");
+        assert_eq!(escape_fit("a&b", 6, amp), "a…");
+        assert_eq!(escape_fit("abc&", 5, amp), "abc…");
+        assert_eq!(escape_fit("", 3, amp), "");
     }
 }

@@ -5,7 +5,11 @@
 
 mod discord;
 mod lifecycle;
+mod ntfy;
+mod pushover;
+mod slack;
 mod telegram;
+mod twilio;
 mod webhook;
 
 /// A plain-HTTP client; a fresh one per test so no pooled connection crosses tests.

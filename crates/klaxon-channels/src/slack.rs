@@ -1,0 +1,127 @@
+//! Slack incoming webhooks (PROVIDERS.md §3): one Block Kit message per notification; Slack's
+//! plain-text error words decide between reject, disable and retry.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use klaxon_core::channel_url::SlackSpec;
+use klaxon_core::limit::{LimitKey, Rate};
+use klaxon_core::render::slack::render;
+use klaxon_core::{Notification, Secret, Verdict};
+
+use crate::{Channel, SendContext, SendReport, http};
+
+/// PROVIDERS.md §3: 1 message/s per webhook, short bursts allowed [D]. Slack does not say how
+/// short, so two back to back; the interval stretched 3 % like every provider default.
+pub const PER_WEBHOOK: Rate = Rate::new(1, Duration::from_millis(1030), 2);
+
+/// Answers that mean the webhook or its channel is gone for good (PROVIDERS.md §3):
+/// calling again cannot help, so the channel is switched off and says why.
+const GONE: &[&str] = &[
+    "channel_not_found",
+    "channel_is_archived",
+    "no_service",
+    "no_active_hooks",
+];
+
+pub struct Slack {
+    name: String,
+    spec: SlackSpec,
+    http: reqwest::Client,
+    timeout: Duration,
+    /// The webhook's limit key: a hash of its path, which is the credential.
+    key: String,
+}
+
+impl Slack {
+    pub fn new(name: &str, spec: SlackSpec, http: reqwest::Client, timeout: Duration) -> Self {
+        Slack {
+            name: name.to_string(),
+            key: format!("slack:{}", http::secret_key(&spec.token)),
+            spec,
+            http,
+            timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for Slack {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn limits(&self, _target: Option<&str>) -> Vec<LimitKey> {
+        vec![LimitKey {
+            key: self.key.clone(),
+            rate: PER_WEBHOOK,
+        }]
+    }
+
+    async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
+        let url = format!(
+            "{}/services/{}",
+            self.spec.api_base,
+            self.spec.token.expose()
+        );
+        let secrets = [&self.spec.token];
+        let body = render(n);
+        let resp = match http::post_json(&self.http, url, self.timeout, &body, &secrets).await {
+            Ok(r) => r,
+            Err(v) => return v.into(),
+        };
+        let status = resp.status().as_u16();
+        let wait = http::retry_after(resp.headers());
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
+        };
+        let word = text.trim();
+        let mut notes = Vec::new();
+        notes.extend(http::attachments_note(
+            "Slack incoming webhooks cannot carry files",
+            n.attachments.len(),
+        ));
+        if (200..300).contains(&status) {
+            // The docs promise exactly `ok`. Anything else on a 200 came from something that
+            // is not Slack's hook endpoint (a proxy page); the post may or may not have gone
+            // out, and resending risks a double, so it counts as delivered and says so.
+            if word != "ok" {
+                notes.push(format!(
+                    "Slack answered {status} with {:?} instead of \"ok\"",
+                    http::short(&klaxon_core::secret::redact(word, &secrets))
+                ));
+            }
+            return SendReport {
+                verdict: http::delivered(None),
+                note: (!notes.is_empty()).then(|| notes.join("; ")),
+                hold: None,
+            };
+        }
+        let reason = format!("Slack {status}: {word}");
+        let verdict = if GONE.contains(&word) || status == 404 || status == 410 {
+            // Whatever answered may have echoed the URL, and the URL is the credential.
+            let reason = http::short(&klaxon_core::secret::redact(
+                &format!("{reason} (create a new incoming webhook)"),
+                &secrets,
+            ));
+            tracing::error!(channel = %self.name, %reason, "Slack says the webhook's channel is gone; disabling the channel");
+            Verdict::Reject {
+                reason,
+                status: Some(status),
+                disable_channel: true,
+            }
+        } else {
+            http::classify(status, wait, &reason, &secrets)
+        };
+        SendReport {
+            verdict,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            hold: None,
+        }
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.spec.token]
+    }
+}
