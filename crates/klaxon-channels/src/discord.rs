@@ -1,21 +1,33 @@
 //! Discord webhooks (PROVIDERS.md §2): one embed per notification, `wait=true` for the
 //! message id, limits followed from the `X-RateLimit-*` headers.
+//!
+//! Attachments go in the same request: `multipart/form-data` with the JSON body as
+//! `payload_json` (plus `attachments: [{id, filename}]`) and the files as `files[n]`. Files
+//! that do not fit one message are left out with a note, so the alert itself always goes.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine;
 use klaxon_core::channel_url::DiscordSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::render::discord::render;
 use klaxon_core::verdict::parse_retry_after;
 use klaxon_core::{Notification, Secret, Verdict};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{Channel, SendContext, SendReport, http};
 
 /// Commonly observed per-webhook bucket (5 requests per 2 s, PROVIDERS.md §2), used until the
 /// headers say otherwise; stretched 3 % for jitter like every provider default.
 pub const PER_WEBHOOK: Rate = Rate::new(5, Duration::from_millis(2060), 1);
+/// At most 10 files per message (Discord's message resource docs).
+pub const MAX_FILES: usize = 10;
+/// Upload bytes per message for a server without boosts. Discord has moved this (8 MB, 25 MB,
+/// now 10 MiB by third-party reports), so the smallest recent value, in decimal megabytes:
+/// a 413 would lose the alert text with the files.
+pub const UPLOAD_MAX: usize = 10_000_000;
+
 /// Discord's code for a deleted webhook: it must not be called again.
 const UNKNOWN_WEBHOOK: i64 = 10015;
 
@@ -35,6 +47,50 @@ impl Discord {
             timeout,
         }
     }
+}
+
+/// One attachment, decoded.
+struct File {
+    filename: String,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// The attachments that fit one message, in order, and a reason for each left out.
+fn pick_files(n: &Notification) -> (Vec<File>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut total = 0;
+    for a in &n.attachments {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&a.content_base64) else {
+            skipped.push(format!(
+                "attachment {} not sent: not valid base64",
+                a.filename
+            ));
+            continue;
+        };
+        if files.len() == MAX_FILES {
+            skipped.push(format!(
+                "attachment {} not sent: Discord takes at most {MAX_FILES} files per message",
+                a.filename
+            ));
+        } else if total + bytes.len() > UPLOAD_MAX {
+            skipped.push(format!(
+                "attachment {} ({}) not sent: over Discord's {} upload limit per message",
+                a.filename,
+                http::megabytes(bytes.len()),
+                http::megabytes(UPLOAD_MAX)
+            ));
+        } else {
+            total += bytes.len();
+            files.push(File {
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                bytes,
+            });
+        }
+    }
+    (files, skipped)
 }
 
 fn header_f64(h: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
@@ -66,10 +122,36 @@ impl Channel for Discord {
             url.push_str(&url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
         }
         let secrets = [&self.spec.token];
-        let body = render(n, &self.spec.options);
-        let resp = match http::post_json(&self.http, url, self.timeout, &body, &secrets).await {
+        let mut body = render(n, &self.spec.options);
+        let (files, skipped) = pick_files(n);
+        let sent = if files.is_empty() {
+            http::post_json(&self.http, url, self.timeout, &body, &secrets).await
+        } else {
+            body["attachments"] = files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| json!({"id": i, "filename": f.filename}))
+                .collect();
+            let mut form = reqwest::multipart::Form::new().text("payload_json", body.to_string());
+            for (i, f) in files.into_iter().enumerate() {
+                let part = http::file_part(f.bytes, &f.filename, &f.content_type);
+                form = form.part(format!("files[{i}]"), part);
+            }
+            http::post_multipart(&self.http, url, self.timeout, form, &secrets).await
+        };
+        let note = (!skipped.is_empty()).then(|| skipped.join("; "));
+        if let Some(note) = &note {
+            tracing::warn!(channel = %self.name, "{note}");
+        }
+        let resp = match sent {
             Ok(r) => r,
-            Err(v) => return v.into(),
+            Err(v) => {
+                return SendReport {
+                    verdict: v,
+                    note,
+                    hold: None,
+                };
+            }
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -89,7 +171,7 @@ impl Channel for Discord {
                 .map(str::to_string);
             return SendReport {
                 verdict: http::delivered(id),
-                note: None,
+                note,
                 hold,
             };
         }
@@ -128,7 +210,7 @@ impl Channel for Discord {
         };
         SendReport {
             verdict: http::classify(status, wait, &format!("Discord: {detail}"), &secrets),
-            note: None,
+            note,
             hold,
         }
     }

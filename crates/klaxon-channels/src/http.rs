@@ -62,6 +62,44 @@ pub async fn post_json(
         .map_err(|e| transport_error(&e, timeout, secrets))
 }
 
+/// POSTs a `multipart/form-data` body (file uploads) with the channel's timeout; a transport
+/// failure comes back as its verdict, the URL never quoted.
+pub async fn post_multipart(
+    client: &reqwest::Client,
+    url: String,
+    timeout: Duration,
+    form: reqwest::multipart::Form,
+    secrets: &[&Secret],
+) -> Result<reqwest::Response, Verdict> {
+    client
+        .post(url)
+        .timeout(timeout)
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, timeout, secrets))
+}
+
+/// A file part named `filename` with the sender's content type. A type reqwest cannot parse
+/// is dropped rather than failing the send: the provider then sees a plain byte stream.
+pub fn file_part(bytes: Vec<u8>, filename: &str, content_type: &str) -> reqwest::multipart::Part {
+    // Control characters (a newline in a name) would corrupt the part's headers, and servers
+    // disagree on whether `\\` is an escape inside a quoted file name (multer keeps both
+    // characters), so a name never carries one.
+    let name: String = filename
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '\\' { '_' } else { c })
+        .collect();
+    let part = || reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+    part().mime_str(content_type).unwrap_or_else(|_| part())
+}
+
+/// A size in bytes for people: `52.4 MB` (decimal, as providers state their limits).
+pub fn megabytes(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
