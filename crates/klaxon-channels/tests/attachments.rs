@@ -347,3 +347,70 @@ async fn discord_leaves_out_what_does_not_fit_and_says_so() {
     assert_eq!(m.files[0].bytes.len(), max - 9);
     assert_eq!(m.files[9].filename, "f8.txt");
 }
+
+#[tokio::test]
+async fn discord_sends_the_alert_without_files_when_the_upload_is_refused() {
+    let fake = FakeDiscord::start().await;
+    // A server whose limit is below the channel's default.
+    fake.set_upload_limit(1000);
+    let dc = discord(&fake);
+    let n = with_files(
+        "Dump",
+        vec![file("dump.bin", "application/octet-stream", &blob(5000))],
+    );
+    let r = send(&dc, &n, "").await;
+    assert!(delivered(&r), "{r:?}");
+    assert_eq!(
+        r.note.as_deref(),
+        Some("1 file(s) not sent: Discord refused the upload as too large (413)")
+    );
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].files.is_empty());
+    assert_eq!(msgs[0].body["embeds"][0]["title"], "ℹ️ Dump");
+    assert_eq!(msgs[0].body.get("attachments"), None);
+    assert_eq!(fake.rejected()[0].0, 413);
+}
+
+#[tokio::test]
+async fn discord_multipart_keeps_rate_limit_and_gone_webhook_handling() {
+    let fake = FakeDiscord::start().await;
+    let dc = discord(&fake);
+    let n = with_files("x", vec![file("a.txt", "text/plain", b"a")]);
+
+    fake.fail_next(1, 429);
+    let r = send(&dc, &n, "").await;
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Retry {
+                throttled: true,
+                after: Some(_),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+
+    // The bucket's last slot: the channel holds further sends until it resets.
+    let fresh = FakeDiscord::start().await;
+    fresh.set_limit(1, Duration::from_secs(5));
+    let r = send(&discord(&fresh), &n, "").await;
+    assert!(delivered(&r), "{r:?}");
+    assert!(r.hold.is_some_and(|h| h > Duration::from_secs(4)), "{r:?}");
+
+    fake.delete_webhook(DEFAULT_WEBHOOK_ID);
+    fake.set_limit(100, Duration::from_secs(1));
+    let r = send(&dc, &n, "").await;
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Reject {
+                disable_channel: true,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert!(!format!("{r:?}").contains(DEFAULT_WEBHOOK_TOKEN));
+}
