@@ -76,9 +76,9 @@ fn pick_files(n: &Notification) -> (Vec<File>, Vec<String>) {
             ));
         } else if total + bytes.len() > UPLOAD_MAX {
             skipped.push(format!(
-                "attachment {} ({}) not sent: over Discord's {} upload limit per message",
+                "attachment {} ({} bytes) not sent: over Discord's {} upload limit per message",
                 a.filename,
-                http::megabytes(bytes.len()),
+                bytes.len(),
                 http::megabytes(UPLOAD_MAX)
             ));
         } else {

@@ -95,9 +95,9 @@ pub fn file_part(bytes: Vec<u8>, filename: &str, content_type: &str) -> reqwest:
     part().mime_str(content_type).unwrap_or_else(|_| part())
 }
 
-/// A size in bytes for people: `52.4 MB` (decimal, as providers state their limits).
+/// A provider's limit for people: `50 MB` (decimal, as providers state them).
 pub fn megabytes(bytes: usize) -> String {
-    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+    format!("{} MB", bytes / 1_000_000)
 }
 
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

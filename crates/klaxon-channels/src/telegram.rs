@@ -137,9 +137,9 @@ impl Upload {
         let photo = PHOTO_TYPES.contains(&mime.as_str()) && bytes.len() <= PHOTO_MAX;
         if !photo && bytes.len() > DOCUMENT_MAX {
             return Err(format!(
-                "attachment {} not sent: {} is over Telegram's {} upload limit for bots",
+                "attachment {} not sent: {} bytes is over Telegram's {} upload limit for bots",
                 a.filename,
-                http::megabytes(bytes.len()),
+                bytes.len(),
                 http::megabytes(DOCUMENT_MAX),
             ));
         }
@@ -170,6 +170,8 @@ enum Sent {
     Ok(Option<String>),
     CantParse(String),
     Migrated(String),
+    /// `sendPhoto` refused the image itself (dimensions, format): it can still go as a file.
+    NotAPhoto(String),
     Failed(Verdict),
 }
 
@@ -192,11 +194,19 @@ impl Telegram {
         m.get(target).cloned().unwrap_or_else(|| target.to_string())
     }
 
-    /// One Bot API call for `payload` to `chat` in `mode`.
-    async fn send_one(&self, chat: &str, payload: &Payload<'_>, mode: ParseMode) -> Sent {
-        let method = match payload {
-            Payload::Text(_) => "sendMessage",
-            Payload::File(upload, _) => upload.method,
+    /// One Bot API call for `payload` to `chat` in `mode`; `as_document` sends a photo as a
+    /// plain file.
+    async fn send_one(
+        &self,
+        chat: &str,
+        payload: &Payload<'_>,
+        mode: ParseMode,
+        as_document: bool,
+    ) -> Sent {
+        let (method, field) = match payload {
+            Payload::Text(_) => ("sendMessage", ""),
+            Payload::File(..) if as_document => ("sendDocument", "document"),
+            Payload::File(upload, _) => (upload.method, upload.field),
         };
         let url = format!(
             "{}/bot{}/{method}",
@@ -234,7 +244,7 @@ impl Telegram {
                 }
                 let part =
                     http::file_part(upload.bytes.clone(), &upload.filename, &upload.content_type);
-                form = form.part(upload.field, part);
+                form = form.part(field, part);
                 http::post_multipart(&self.http, url, self.timeout, form, &secrets).await
             }
         };
@@ -275,6 +285,14 @@ impl Telegram {
         if status == 400 && description.contains("can't parse entities") {
             return Sent::CantParse(description);
         }
+        // Telegram names image problems `PHOTO_INVALID_DIMENSIONS`, `PHOTO_EXT_INVALID`,
+        // `IMAGE_PROCESS_FAILED`, …; only its text tells them apart from other 400s.
+        if status == 400
+            && method == "sendPhoto"
+            && (description.contains("PHOTO_") || description.contains("IMAGE_"))
+        {
+            return Sent::NotAPhoto(description);
+        }
         let wait = params
             .and_then(|p| p.retry_after)
             .filter(|s| s.is_finite() && *s >= 0.0)
@@ -300,7 +318,8 @@ impl Channel for Telegram {
             } else {
                 out.extend((1..=parts).map(|i| Some(format!("{chat}#{i}/{parts}"))));
             }
-            // After the text, so files follow the message they belong to in the chat.
+            // Created after the text: the chat's limit spaces sends in creation order, so a
+            // file normally lands after the message it belongs to.
             out.extend((1..=files).map(|i| Some(format!("{chat}#att{i}"))));
         }
         out
@@ -379,10 +398,12 @@ impl Telegram {
         let mut chat = self.chat(target_chat);
         let mut mode = self.spec.parse_mode;
         let mut notes = Vec::new();
-        // Each recovery (plain text, migrated chat) is allowed once per attempt.
+        // Each recovery (plain text, migrated chat, photo as a file) is allowed once per
+        // attempt.
         let (mut plain_retry, mut migrate_retry) = (true, true);
+        let mut as_document = false;
         loop {
-            match self.send_one(&chat, payload, mode).await {
+            match self.send_one(&chat, payload, mode, as_document).await {
                 Sent::Ok(id) => {
                     return SendReport {
                         verdict: http::delivered(id),
@@ -414,7 +435,18 @@ impl Telegram {
                         .insert(target_chat.to_string(), new.clone());
                     chat = new;
                 }
-                Sent::CantParse(why) => return Verdict::reject(http::short(&why)).into(),
+                Sent::NotAPhoto(why) if !as_document => {
+                    // A chart too long or too wide for a photo still reaches the chat, as a
+                    // file, rather than not at all.
+                    as_document = true;
+                    notes.push(format!(
+                        "sent as a file: Telegram refused it as a photo (\"{}\")",
+                        http::short(&why)
+                    ));
+                }
+                Sent::CantParse(why) | Sent::NotAPhoto(why) => {
+                    return Verdict::reject(http::short(&why)).into();
+                }
                 Sent::Migrated(new) => {
                     return Verdict::reject(format!("chat migrated twice (now {new})")).into();
                 }

@@ -203,7 +203,7 @@ async fn telegram_refuses_oversize_files_with_the_limit_named() {
     };
     assert_eq!(
         reason,
-        "attachment core.bin not sent: 50.0 MB is over Telegram's 50.0 MB upload limit for bots"
+        "attachment core.bin not sent: 50000001 bytes is over Telegram's 50 MB upload limit for bots"
     );
     assert_eq!(fake.requests(), 0, "nothing uploaded");
 }
@@ -255,6 +255,23 @@ async fn telegram_file_sends_keep_every_recovery() {
     let last = fake.files().pop().unwrap();
     assert_eq!(last.parse_mode, None);
     assert_eq!(last.caption.as_deref(), Some("ℹ️ Chart\n📎 c.png"));
+
+    // An image Telegram will not show as a photo still arrives, as a file.
+    fake.refuse_photos_next(1);
+    let r = send(&tg, &n, "-5#att1").await;
+    assert!(delivered(&r), "{r:?}");
+    assert_eq!(
+        r.note.as_deref(),
+        Some(
+            "sent as a file: Telegram refused it as a photo (\"Bad Request: PHOTO_INVALID_DIMENSIONS\")"
+        )
+    );
+    let last = fake.files().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.filename.as_deref()),
+        ("sendDocument", Some("c.png"))
+    );
+    assert_eq!(last.bytes, blob(100));
 
     // A chat that is gone is permanent.
     fake.chat_not_found("404");
@@ -336,8 +353,8 @@ async fn discord_leaves_out_what_does_not_fit_and_says_so() {
     assert_eq!(
         r.note.as_deref(),
         Some(
-            "attachment huge.bin (10.0 MB) not sent: over Discord's 10.0 MB upload limit per \
-             message; attachment f9.txt not sent: Discord takes at most 10 files per message; \
+            "attachment huge.bin (10000001 bytes) not sent: over Discord's 10 MB upload limit \
+             per message; attachment f9.txt not sent: Discord takes at most 10 files per message; \
              attachment f10.txt not sent: Discord takes at most 10 files per message"
         )
     );

@@ -179,11 +179,13 @@ struct BotState {
     per_group: HashMap<(String, String), Window>,
     /// Per token.
     per_bot: HashMap<String, Window>,
-    /// Set by `force_429`: the next `sendMessage` answers 429 with this `retry_after`.
+    /// Set by `force_429`: the next send answers 429 with this `retry_after`.
     forced_429: Option<u64>,
     /// Formatted messages still to refuse with "can\'t parse entities" (a markup bug on demand).
     refuse_markup: usize,
-    /// While a forced `retry_after` runs: every `sendMessage` before it is a client violation.
+    /// `sendPhoto` requests still to refuse as `PHOTO_INVALID_DIMENSIONS` (a 1×10000 chart).
+    refuse_photos: usize,
+    /// While a forced `retry_after` runs: every send before it is a client violation.
     banned_until: Option<Instant>,
     early_requests: usize,
     count_429: usize,
@@ -227,6 +229,7 @@ impl FakeTelegram {
             per_bot: HashMap::new(),
             forced_429: None,
             refuse_markup: 0,
+            refuse_photos: 0,
             banned_until: None,
             early_requests: 0,
             count_429: 0,
@@ -305,6 +308,12 @@ impl FakeTelegram {
     /// plain-text requests pass.
     pub fn refuse_markup_next(&self, n: usize) {
         lock(&self.shared.state).refuse_markup = n;
+    }
+
+    /// Makes the next `n` `sendPhoto` requests fail with `PHOTO_INVALID_DIMENSIONS`, as
+    /// Telegram does for an image whose sides or ratio it will not show as a photo.
+    pub fn refuse_photos_next(&self, n: usize) {
+        lock(&self.shared.state).refuse_photos = n;
     }
 
     /// How many 429 answers were given (rate limits, forced, or injected failures).
@@ -857,6 +866,10 @@ impl BotState {
         }
         if file.bytes.len() > method.max_bytes() {
             return Err(Reject::new(413, "Request Entity Too Large"));
+        }
+        if matches!(method, FileMethod::Photo) && self.refuse_photos > 0 {
+            self.refuse_photos -= 1;
+            return Err(Reject::bad_request("PHOTO_INVALID_DIMENSIONS"));
         }
         let caption = string_param(params.get("caption"), "caption")?.filter(|c| !c.is_empty());
         let raw_mode = string_param(params.get("parse_mode"), "parse_mode")?;
