@@ -114,11 +114,14 @@ impl Discord {
             .map(|(i, f)| json!({"id": i, "filename": f.filename}))
             .collect();
         let mut form = reqwest::multipart::Form::new().text("payload_json", body.to_string());
+        let mut size = 0;
         for (i, f) in files.iter().enumerate() {
+            size += f.bytes.len();
             let part = http::file_part(f.bytes.clone(), &f.filename, &f.content_type);
             form = form.part(format!("files[{i}]"), part);
         }
-        http::post_multipart(&self.http, url, self.timeout, form, &secrets).await
+        let timeout = http::upload_timeout(self.timeout, size);
+        http::post_multipart(&self.http, url, timeout, form, &secrets).await
     }
 }
 

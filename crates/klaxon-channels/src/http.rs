@@ -95,6 +95,16 @@ pub fn file_part(bytes: Vec<u8>, filename: &str, content_type: &str) -> reqwest:
     part().mime_str(content_type).unwrap_or_else(|_| part())
 }
 
+/// The slowest uplink an upload is given time for: 2 MB/s (a home line's 16 Mbit/s).
+const UPLOAD_RATE: f64 = 2_000_000.0;
+
+/// How long an upload of `bytes` may take: the channel's timeout plus the time to push the
+/// file at [`UPLOAD_RATE`], at most three times the timeout (the engine bounds a whole send,
+/// recoveries included, at four).
+pub fn upload_timeout(timeout: Duration, bytes: usize) -> Duration {
+    (timeout + Duration::from_secs_f64(bytes as f64 / UPLOAD_RATE)).min(timeout * 3)
+}
+
 /// A provider's limit for people: `50 MB` (decimal, as providers state them).
 pub fn megabytes(bytes: usize) -> String {
     format!("{} MB", bytes / 1_000_000)
@@ -125,4 +135,18 @@ pub fn short(text: &str) -> String {
 /// Pulls a provider id out of a 2xx verdict's place.
 pub fn delivered(provider_id: Option<String>) -> Verdict {
     Verdict::Delivered { provider_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_get_time_for_their_size_within_a_bound() {
+        let t = Duration::from_secs(15);
+        assert_eq!(upload_timeout(t, 0), t);
+        assert_eq!(upload_timeout(t, 20_000_000), Duration::from_secs(25));
+        assert_eq!(upload_timeout(t, 50_000_000), Duration::from_secs(40));
+        assert_eq!(upload_timeout(t, 500_000_000), Duration::from_secs(45));
+    }
 }

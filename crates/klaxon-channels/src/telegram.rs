@@ -245,7 +245,8 @@ impl Telegram {
                 let part =
                     http::file_part(upload.bytes.clone(), &upload.filename, &upload.content_type);
                 form = form.part(field, part);
-                http::post_multipart(&self.http, url, self.timeout, form, &secrets).await
+                let timeout = http::upload_timeout(self.timeout, upload.bytes.len());
+                http::post_multipart(&self.http, url, timeout, form, &secrets).await
             }
         };
         let resp = match sent {
