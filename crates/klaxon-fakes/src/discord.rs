@@ -237,6 +237,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let body = if is_content_type(&headers, "multipart/form-data") {
         multipart::read(req).await.map(Body::Form)
     } else {
+        // On a request that arrived whole, reading fails only past the body limit.
         Bytes::from_request(req, &())
             .await
             .map(Body::Raw)

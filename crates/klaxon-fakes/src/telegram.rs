@@ -436,6 +436,7 @@ async fn read_form(req: Request) -> Result<Form, Reject> {
         let files = data.files.into_iter().collect();
         return Ok(Form { params, files });
     }
+    // On a request that arrived whole, reading fails only past the body limit.
     let body = Bytes::from_request(req, &())
         .await
         .map_err(|_| too_large())?;
