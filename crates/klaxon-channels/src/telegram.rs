@@ -462,3 +462,21 @@ impl Telegram {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_name_text_parts_and_attachments() {
+        let t = Target::parse("-100222#att2");
+        assert_eq!((t.chat, t.what), ("-100222", Share::Attachment(2)));
+        let t = Target::parse("111#2/3");
+        assert_eq!((t.chat, t.what), ("111", Share::Text { part: 2, of: 3 }));
+        // Anything else is a whole chat id, never a panic or a wrong index.
+        for odd in ["111#att0", "111#attx", "111#4/3", "@chan"] {
+            let t = Target::parse(odd);
+            assert_eq!((t.chat, t.what), (odd, Share::Text { part: 1, of: 1 }));
+        }
+    }
+}

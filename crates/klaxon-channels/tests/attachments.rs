@@ -431,3 +431,25 @@ async fn discord_multipart_keeps_rate_limit_and_gone_webhook_handling() {
     );
     assert!(!format!("{r:?}").contains(DEFAULT_WEBHOOK_TOKEN));
 }
+
+#[tokio::test]
+async fn telegram_split_text_and_files_are_separate_deliveries() {
+    let fake = FakeTelegram::start().await;
+    fake.set_limits((100, Duration::from_secs(1)), 100, 100);
+    let tg = telegram(&fake, &["9"], ParseMode::Html);
+    let long: Vec<String> = (0..400).map(|i| format!("line {i} <ok> & more")).collect();
+    let mut n = with_files("Long", vec![file("a.txt", "text/plain", b"a")]);
+    n.message = long.join("\n");
+    let targets: Vec<String> = tg.targets(&n).into_iter().map(Option::unwrap).collect();
+    let parts = targets.len() - 1;
+    assert!(parts >= 2, "{targets:?}");
+    let mut want: Vec<String> = (1..=parts).map(|i| format!("9#{i}/{parts}")).collect();
+    want.push("9#att1".into());
+    assert_eq!(targets, want);
+    for t in &targets {
+        let r = send(&tg, &n, t).await;
+        assert!(delivered(&r), "{t}: {r:?}");
+    }
+    assert_eq!(fake.messages().len(), parts);
+    assert_eq!(fake.files().len(), 1);
+}
