@@ -1,21 +1,33 @@
 //! Discord webhooks (PROVIDERS.md §2): one embed per notification, `wait=true` for the
 //! message id, limits followed from the `X-RateLimit-*` headers.
+//!
+//! Attachments go in the same request: `multipart/form-data` with the JSON body as
+//! `payload_json` (plus `attachments: [{id, filename}]`) and the files as `files[n]`. Files
+//! that do not fit one message are left out with a note, so the alert itself always goes.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine;
 use klaxon_core::channel_url::DiscordSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::render::discord::render;
 use klaxon_core::verdict::parse_retry_after;
 use klaxon_core::{Notification, Secret, Verdict};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{Channel, SendContext, SendReport, http};
 
 /// Commonly observed per-webhook bucket (5 requests per 2 s, PROVIDERS.md §2), used until the
 /// headers say otherwise; stretched 3 % for jitter like every provider default.
 pub const PER_WEBHOOK: Rate = Rate::new(5, Duration::from_millis(2060), 1);
+/// At most 10 files per message (Discord's message resource docs).
+pub const MAX_FILES: usize = 10;
+/// Upload bytes per message for a server without boosts. Discord has moved this (8 MB, 25 MB,
+/// now 10 MiB by third-party reports), so the smallest recent value, in decimal megabytes:
+/// a 413 would lose the alert text with the files.
+pub const UPLOAD_MAX: usize = 10_000_000;
+
 /// Discord's code for a deleted webhook: it must not be called again.
 const UNKNOWN_WEBHOOK: i64 = 10015;
 
@@ -34,6 +46,82 @@ impl Discord {
             http,
             timeout,
         }
+    }
+}
+
+/// One attachment, decoded.
+struct File {
+    filename: String,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// The attachments that fit one message, in order, and a reason for each left out.
+fn pick_files(n: &Notification) -> (Vec<File>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut total = 0;
+    for a in &n.attachments {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&a.content_base64) else {
+            skipped.push(format!(
+                "attachment {} not sent: not valid base64",
+                a.filename
+            ));
+            continue;
+        };
+        if files.len() == MAX_FILES {
+            skipped.push(format!(
+                "attachment {} not sent: Discord takes at most {MAX_FILES} files per message",
+                a.filename
+            ));
+        } else if total + bytes.len() > UPLOAD_MAX {
+            skipped.push(format!(
+                "attachment {} ({} bytes) not sent: over Discord's {} upload limit per message",
+                a.filename,
+                bytes.len(),
+                http::megabytes(UPLOAD_MAX)
+            ));
+        } else {
+            total += bytes.len();
+            files.push(File {
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                bytes,
+            });
+        }
+    }
+    (files, skipped)
+}
+
+impl Discord {
+    /// One execute-webhook call: JSON without files; with files, multipart with the body as
+    /// `payload_json` naming each `files[n]` part in `attachments`.
+    async fn post(
+        &self,
+        url: &str,
+        body: &Value,
+        files: &[File],
+    ) -> Result<reqwest::Response, Verdict> {
+        let secrets = [&self.spec.token];
+        let url = url.to_string();
+        if files.is_empty() {
+            return http::post_json(&self.http, url, self.timeout, body, &secrets).await;
+        }
+        let mut body = body.clone();
+        body["attachments"] = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| json!({"id": i, "filename": f.filename}))
+            .collect();
+        let mut form = reqwest::multipart::Form::new().text("payload_json", body.to_string());
+        let mut size = 0;
+        for (i, f) in files.iter().enumerate() {
+            size += f.bytes.len();
+            let part = http::file_part(f.bytes.clone(), &f.filename, &f.content_type);
+            form = form.part(format!("files[{i}]"), part);
+        }
+        let timeout = http::upload_timeout(self.timeout, size);
+        http::post_multipart(&self.http, url, timeout, form, &secrets).await
     }
 }
 
@@ -67,9 +155,30 @@ impl Channel for Discord {
         }
         let secrets = [&self.spec.token];
         let body = render(n, &self.spec.options);
-        let resp = match http::post_json(&self.http, url, self.timeout, &body, &secrets).await {
+        let (files, mut skipped) = pick_files(n);
+        let mut sent = self.post(&url, &body, &files).await;
+        if !files.is_empty() && matches!(&sent, Ok(r) if r.status().as_u16() == 413) {
+            // The server's upload limit is below ours (Discord has moved it more than once):
+            // the alert matters more than its files, so it goes again without them.
+            skipped.push(format!(
+                "{} file(s) not sent: Discord refused the upload as too large (413)",
+                files.len()
+            ));
+            sent = self.post(&url, &body, &[]).await;
+        }
+        let note = (!skipped.is_empty()).then(|| skipped.join("; "));
+        if let Some(note) = &note {
+            tracing::warn!(channel = %self.name, "{note}");
+        }
+        let resp = match sent {
             Ok(r) => r,
-            Err(v) => return v.into(),
+            Err(v) => {
+                return SendReport {
+                    verdict: v,
+                    note,
+                    hold: None,
+                };
+            }
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -89,7 +198,7 @@ impl Channel for Discord {
                 .map(str::to_string);
             return SendReport {
                 verdict: http::delivered(id),
-                note: None,
+                note,
                 hold,
             };
         }
@@ -128,7 +237,7 @@ impl Channel for Discord {
         };
         SendReport {
             verdict: http::classify(status, wait, &format!("Discord: {detail}"), &secrets),
-            note: None,
+            note,
             hold,
         }
     }

@@ -62,6 +62,54 @@ pub async fn post_json(
         .map_err(|e| transport_error(&e, timeout, secrets))
 }
 
+/// POSTs a `multipart/form-data` body (file uploads) with the channel's timeout; a transport
+/// failure comes back as its verdict, the URL never quoted.
+pub async fn post_multipart(
+    client: &reqwest::Client,
+    url: String,
+    timeout: Duration,
+    form: reqwest::multipart::Form,
+    secrets: &[&Secret],
+) -> Result<reqwest::Response, Verdict> {
+    client
+        .post(url)
+        .timeout(timeout)
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, timeout, secrets))
+}
+
+/// A file part named `filename` with the sender's content type. A type reqwest cannot parse
+/// is dropped rather than failing the send: the provider then sees a plain byte stream.
+pub fn file_part(bytes: Vec<u8>, filename: &str, content_type: &str) -> reqwest::multipart::Part {
+    // Control characters (a newline in a name) would corrupt the part's headers, and servers
+    // disagree on whether `\\` is an escape inside a quoted file name (multer keeps both
+    // characters), so a name never carries one.
+    let name: String = filename
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '\\' { '_' } else { c })
+        .collect();
+    let part = || reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+    part().mime_str(content_type).unwrap_or_else(|_| part())
+}
+
+/// The slowest uplink an upload is given time for: 2 MB/s (a home line's 16 Mbit/s).
+const UPLOAD_RATE: f64 = 2_000_000.0;
+
+/// How long an upload of `bytes` may take: the channel's timeout plus the time to push the
+/// file at [`UPLOAD_RATE`], at most three times the timeout (the engine bounds a whole send,
+/// recoveries included, at four).
+pub fn upload_timeout(timeout: Duration, bytes: usize) -> Duration {
+    (timeout + Duration::from_secs_f64(bytes as f64 / UPLOAD_RATE)).min(timeout * 3)
+}
+
+/// A provider's limit for people: `50 MB` (decimal, as providers state them).
+pub fn megabytes(bytes: usize) -> String {
+    format!("{} MB", bytes / 1_000_000)
+}
+
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
@@ -130,4 +178,18 @@ pub fn secret_key(secret: &Secret) -> String {
 /// "2 attachment(s) not sent" notes, shared by the providers that cannot carry (all) files.
 pub fn attachments_note(what: &str, count: usize) -> Option<String> {
     (count > 0).then(|| format!("{what}; {count} attachment(s) not sent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_get_time_for_their_size_within_a_bound() {
+        let t = Duration::from_secs(15);
+        assert_eq!(upload_timeout(t, 0), t);
+        assert_eq!(upload_timeout(t, 20_000_000), Duration::from_secs(25));
+        assert_eq!(upload_timeout(t, 50_000_000), Duration::from_secs(40));
+        assert_eq!(upload_timeout(t, 500_000_000), Duration::from_secs(45));
+    }
 }

@@ -6,6 +6,10 @@
 //! and rejected with Discord's error shapes (`50035 Invalid Form Body` with a field-path error
 //! tree, `50006` for an empty message, `50109` for invalid JSON, `10015 Unknown Webhook`).
 //!
+//! Files come as `multipart/form-data` with the message in `payload_json` and the files in
+//! `files[n]` parts: at most 10, within the upload limit, and every `attachments[].id` in the
+//! payload must name a part. They are recorded with the message ([`DiscordMessage::files`]).
+//!
 //! Each webhook has a fixed-window rate-limit bucket that starts at its first request, like
 //! Discord's; every answer on the webhook route carries the `X-RateLimit-*` headers, and an
 //! exhausted bucket answers 429 with `Retry-After` and a `retry_after` float in the body.
@@ -17,13 +21,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::fault::{Fault, Faults};
+use crate::multipart::{self, FormData, FormError};
 use crate::server::Server;
 use crate::{ceil_secs, fnv1a, is_content_type, lock, reason_phrase, status_code, unix_now_f64};
 
@@ -62,6 +67,15 @@ pub const MAX_COLOR: i64 = 0xFF_FFFF;
 /// Webhook `username` override: 1–80 characters (Discord's webhook docs; not in PROVIDERS.md).
 pub const MAX_USERNAME: usize = 80;
 
+/// At most 10 files per message (Discord's message resource docs).
+pub const MAX_FILES: usize = 10;
+/// Default upload limit per request for a server without boosts: 10 MiB since late 2024
+/// (third-party reports; it was 25 MiB before), so configurable with
+/// [`FakeDiscord::set_upload_limit`].
+pub const DEFAULT_UPLOAD_LIMIT: usize = 10 * 1024 * 1024;
+/// Bodies the fake buffers at all; past this the answer is 413 without reading further.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Discord snowflakes count milliseconds from 2015-01-01.
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
@@ -75,8 +89,21 @@ pub struct DiscordMessage {
     pub wait: bool,
     /// The `thread_id` query parameter, if any.
     pub thread_id: Option<String>,
+    /// Files uploaded with the message (multipart), in part order.
+    pub files: Vec<DiscordFile>,
     /// When the fake accepted it.
     pub at: std::time::Instant,
+}
+
+/// One uploaded file of a message.
+#[derive(Clone, Debug)]
+pub struct DiscordFile {
+    /// `n` of the `files[n]` part: what `attachments[].id` refers to.
+    pub index: u64,
+    pub filename: String,
+    pub content_type: Option<String>,
+    /// The bytes exactly as received.
+    pub bytes: Vec<u8>,
 }
 
 /// A fake Discord webhook server on `127.0.0.1`.
@@ -102,6 +129,8 @@ struct HookState {
     webhooks: HashMap<String, String>,
     /// Requests per window, per webhook.
     limit: (u32, Duration),
+    /// Bytes a multipart request may carry (files and payload).
+    upload_limit: usize,
     /// Per webhook id.
     buckets: HashMap<String, Bucket>,
     /// The last message id handed out, so ids strictly increase.
@@ -124,6 +153,7 @@ impl FakeDiscord {
                 DEFAULT_WEBHOOK_TOKEN.to_owned(),
             )]),
             limit: DEFAULT_LIMIT,
+            upload_limit: DEFAULT_UPLOAD_LIMIT,
             buckets: HashMap::new(),
             last_snowflake: 0,
             messages: Vec::new(),
@@ -137,6 +167,7 @@ impl FakeDiscord {
         });
         let router = Router::new()
             .fallback(handle)
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(Arc::clone(&shared));
         let server = Server::start(router).await;
         Self { shared, server }
@@ -167,6 +198,11 @@ impl FakeDiscord {
         lock(&self.shared.state).limit = (count, window);
     }
 
+    /// Replaces the per-request upload limit (a boosted server allows more).
+    pub fn set_upload_limit(&self, bytes: usize) {
+        lock(&self.shared.state).upload_limit = bytes;
+    }
+
     /// How many 429 answers were given.
     pub fn count_429(&self) -> usize {
         self.shared.count_429.load(Ordering::SeqCst)
@@ -188,20 +224,33 @@ impl FakeDiscord {
     }
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     match shared.faults.take() {
         Fault::Fail(code) => return shared.injected(code),
         Fault::Delay(delay) => tokio::time::sleep(delay).await,
         Fault::Pass => {}
     }
-    shared.serve(&method, &uri, &headers, &body)
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let headers = req.headers().clone();
+    let body = if is_content_type(&headers, "multipart/form-data") {
+        multipart::read(req).await.map(Body::Form)
+    } else {
+        // On a request that arrived whole, reading fails only past the body limit.
+        Bytes::from_request(req, &())
+            .await
+            .map(Body::Raw)
+            .map_err(|_| FormError::TooLarge)
+    };
+    shared.serve(&method, &uri, &headers, body)
+}
+
+/// A request body as read: raw bytes (JSON), or multipart fields.
+#[derive(Debug)]
+enum Body {
+    Raw(Bytes),
+    Form(FormData),
 }
 
 /// The state of one webhook's bucket.
@@ -263,13 +312,20 @@ struct Execute {
     wait: bool,
     thread_id: Option<String>,
     body: Value,
+    files: Vec<DiscordFile>,
 }
 
 /// A rejection: status and Discord-shaped JSON body.
 type Rejection = (StatusCode, Value);
 
 impl Shared {
-    fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    fn serve(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Result<Body, FormError>,
+    ) -> Response {
         let Some((id, token)) = route(uri.path()) else {
             return self.reject(None, 404, json!({ "message": "404: Not Found", "code": 0 }));
         };
@@ -313,7 +369,8 @@ impl Shared {
             }
         };
 
-        let execute = match parse_execute(uri, headers, body) {
+        let upload_limit = lock(&self.state).upload_limit;
+        let execute = match parse_execute(uri, headers, body, upload_limit) {
             Ok(execute) => execute,
             Err((status, body)) => return self.reject(Some(&rate), status.as_u16(), body),
         };
@@ -339,7 +396,13 @@ impl Shared {
                 "timestamp": chrono::Utc::now().to_rfc3339(),
                 "tts": false,
                 "mentions": [],
-                "attachments": [],
+                "attachments": execute.files.iter().map(|f| json!({
+                    "id": (message_id + 1 + f.index).to_string(),
+                    "filename": f.filename,
+                    "size": f.bytes.len(),
+                    "content_type": f.content_type,
+                    "url": format!("https://cdn.invalid/attachments/{message_id}/{}", f.filename),
+                })).collect::<Vec<_>>(),
                 "flags": field("flags").unwrap_or_else(|| json!(0)),
             })
         });
@@ -348,6 +411,7 @@ impl Shared {
             body: execute.body,
             wait: execute.wait,
             thread_id: execute.thread_id,
+            files: execute.files,
             at: Instant::now().into_std(),
         });
         drop(state);
@@ -445,7 +509,12 @@ fn route(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Parses the query and body and validates them.
-fn parse_execute(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Execute, Rejection> {
+fn parse_execute(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Body, FormError>,
+    upload_limit: usize,
+) -> Result<Execute, Rejection> {
     let mut errors = FormErrors::default();
     let mut wait = false;
     let mut thread_id = None;
@@ -478,32 +547,115 @@ fn parse_execute(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Execute,
         return Err(errors.into_rejection());
     }
 
-    if is_content_type(headers, "multipart/form-data") {
-        // Discord accepts multipart with `payload_json`; this fake does not (Klaxon sends
-        // JSON) and says so rather than pretending the message was empty.
-        let message = "multipart/form-data is not supported by the fake Discord";
-        return Err((
-            StatusCode::BAD_REQUEST,
-            json!({ "message": message, "code": 0 }),
-        ));
-    }
-    if !is_content_type(headers, "application/json") {
-        // Discord does not read a body it cannot decode, so the message looks empty.
-        return Err(empty_message());
-    }
-    let body: Value = serde_json::from_slice(body).map_err(|_| {
+    let (body, files) = match body {
+        Err(FormError::TooLarge) => return Err(too_large()),
+        Err(FormError::Malformed(detail)) => {
+            // Wording approximated: Discord does not document its text for a broken form.
+            let message = format!("Invalid multipart body: {detail}");
+            return Err((
+                StatusCode::BAD_REQUEST,
+                json!({ "message": message, "code": 0 }),
+            ));
+        }
+        Ok(Body::Form(form)) => parse_form(form, upload_limit)?,
+        Ok(Body::Raw(raw)) => {
+            if !is_content_type(headers, "application/json") {
+                // Discord does not read a body it cannot decode, so the message looks empty.
+                return Err(empty_message());
+            }
+            (parse_json(&raw)?, Vec::new())
+        }
+    };
+    validate_body(&body, files.len())?;
+    Ok(Execute {
+        wait,
+        thread_id,
+        body,
+        files,
+    })
+}
+
+fn parse_json(raw: &[u8]) -> Result<Value, Rejection> {
+    serde_json::from_slice(raw).map_err(|_| {
         let message = "The request body contains invalid JSON.";
         (
             StatusCode::BAD_REQUEST,
             json!({ "code": 50109, "message": message }),
         )
-    })?;
-    validate_body(&body)?;
-    Ok(Execute {
-        wait,
-        thread_id,
-        body,
     })
+}
+
+fn too_large() -> Rejection {
+    let body = json!({ "code": 40005, "message": "Request entity too large" });
+    (StatusCode::PAYLOAD_TOO_LARGE, body)
+}
+
+/// Reads a multipart execute-webhook body: the message from `payload_json`, files from
+/// `files[n]` parts, and checks that the payload's `attachments` refer to uploaded parts.
+fn parse_form(form: FormData, upload_limit: usize) -> Result<(Value, Vec<DiscordFile>), Rejection> {
+    let mut size = 0;
+    let mut body = json!({});
+    for (name, text) in form.text {
+        size += text.len();
+        // Other text fields are ignored: with `payload_json` present Discord reads only it.
+        if name == "payload_json" {
+            body = parse_json(text.as_bytes())?;
+        }
+    }
+    let mut errors = FormErrors::default();
+    let mut files = Vec::new();
+    for (name, part) in form.files {
+        size += part.bytes.len();
+        let index = name
+            .strip_prefix("files[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok());
+        let Some(index) = index else {
+            // Wording approximated; the documented form is `files[n]`.
+            errors.add(&[&name], "BASE_TYPE_INVALID", "Expected a files[n] part.");
+            continue;
+        };
+        files.push(DiscordFile {
+            index,
+            filename: part.filename.unwrap_or_default(),
+            content_type: part.content_type,
+            bytes: part.bytes.to_vec(),
+        });
+    }
+    if size > upload_limit {
+        return Err(too_large());
+    }
+    if files.len() > MAX_FILES {
+        errors.add(
+            &["attachments"],
+            "BASE_TYPE_MAX_LENGTH",
+            format!("Must be {MAX_FILES} or fewer in length."),
+        );
+    }
+    let declared = body.get("attachments").filter(|a| !a.is_null());
+    for (j, attachment) in check_list(&mut errors, &["attachments"], declared, MAX_FILES)
+        .iter()
+        .enumerate()
+    {
+        let j = j.to_string();
+        let id = attachment.get("id").and_then(|id| match id {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        if !id.is_some_and(|id| files.iter().any(|f| f.index == id)) {
+            // Wording approximated: an id must name a `files[id]` part of this request.
+            errors.add(
+                &["attachments", &j, "id"],
+                "ATTACHMENT_NOT_FOUND",
+                "Unknown attachment id: no files[id] part with this index.",
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into_rejection());
+    }
+    Ok((body, files))
 }
 
 fn empty_message() -> Rejection {
@@ -511,8 +663,9 @@ fn empty_message() -> Rejection {
     (StatusCode::BAD_REQUEST, body)
 }
 
-/// Validates an execute-webhook body against PROVIDERS.md §2.
-fn validate_body(body: &Value) -> Result<(), Rejection> {
+/// Validates an execute-webhook body against PROVIDERS.md §2; `files` uploaded with it count
+/// as content.
+fn validate_body(body: &Value, files: usize) -> Result<(), Rejection> {
     let mut errors = FormErrors::default();
     let Value::Object(message) = body else {
         errors.add(&[], "DICT_TYPE_CONVERT", DICT_MESSAGE);
@@ -557,7 +710,7 @@ fn validate_body(body: &Value) -> Result<(), Rejection> {
         .and_then(Value::as_array)
         .is_some_and(|c| !c.is_empty());
     let has_poll = message.get("poll").is_some_and(|p| !p.is_null());
-    if !(has_content || !embeds.is_empty() || has_components || has_poll) {
+    if !(has_content || !embeds.is_empty() || has_components || has_poll || files > 0) {
         return Err(empty_message());
     }
     Ok(())
@@ -825,7 +978,7 @@ mod tests {
     use super::*;
 
     fn errors_of(body: Value) -> Value {
-        match validate_body(&body) {
+        match validate_body(&body, 0) {
             Err((status, body)) => {
                 assert_eq!(status, StatusCode::BAD_REQUEST);
                 body
@@ -856,9 +1009,9 @@ mod tests {
                 "fields": [{ "name": "n", "value": "v", "inline": true }],
             }],
         });
-        assert!(validate_body(&full).is_ok());
-        assert!(validate_body(&json!({ "embeds": [{ "title": "only" }] })).is_ok());
-        assert!(validate_body(&json!({ "content": "é".repeat(MAX_CONTENT) })).is_ok());
+        assert!(validate_body(&full, 0).is_ok());
+        assert!(validate_body(&json!({ "embeds": [{ "title": "only" }] }), 0).is_ok());
+        assert!(validate_body(&json!({ "content": "é".repeat(MAX_CONTENT) }), 0).is_ok());
     }
 
     #[test]
@@ -918,7 +1071,7 @@ mod tests {
         assert!(body["errors"]["embeds"]["0"]["fields"]["_errors"].is_array());
         // Two embeds of 4096 + 1000 each: fine alone, over 6000 together.
         let big = json!({ "description": "d".repeat(4096), "title": "t".repeat(200) });
-        assert!(validate_body(&json!({ "embeds": [big.clone()] })).is_ok());
+        assert!(validate_body(&json!({ "embeds": [big.clone()] }), 0).is_ok());
         let body = errors_of(json!({ "embeds": [big.clone(), big] }));
         assert_eq!(
             body["errors"]["embeds"]["_errors"][0]["code"],
@@ -948,6 +1101,7 @@ mod tests {
         let mut state = HookState {
             webhooks: HashMap::new(),
             limit: (2, Duration::from_secs(2)),
+            upload_limit: DEFAULT_UPLOAD_LIMIT,
             buckets: HashMap::new(),
             last_snowflake: 0,
             messages: Vec::new(),

@@ -7,7 +7,8 @@
 //! provider; a fake that is lenient where the provider is strict would hide bugs.
 //!
 //! Module map:
-//! - [`telegram`] — [`telegram::FakeTelegram`], the Bot API (`sendMessage`, `getMe`), §1.
+//! - [`telegram`] — [`telegram::FakeTelegram`], the Bot API (`sendMessage`, `sendPhoto`,
+//!   `sendDocument`, `getMe`), §1.
 //! - [`discord`] — [`discord::FakeDiscord`], execute-webhook with embed limits and buckets, §2.
 //! - [`webhook`] — [`webhook::WebhookSink`], a fast receiver verifying Standard Webhooks, §5.
 //! - [`slack`] — [`slack::FakeSlack`], incoming webhooks with Block Kit limits, §3.
@@ -31,6 +32,7 @@ pub mod webhook;
 
 mod bucket;
 mod fault;
+mod multipart;
 mod server;
 
 /// What the fake does with the next requests, switchable at runtime (shared by all three fakes).

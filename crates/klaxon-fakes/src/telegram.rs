@@ -1,7 +1,10 @@
 //! A strict fake of the Telegram Bot API (PROVIDERS.md §1).
 //!
-//! Serves `/bot<token>/<method>` (method names case-insensitive) for `sendMessage` and `getMe`,
-//! with parameters from the query string, a JSON body or a form body, like the real API.
+//! Serves `/bot<token>/<method>` (method names case-insensitive) for `sendMessage`,
+//! `sendPhoto`, `sendDocument` and `getMe`, with parameters from the query string, a JSON body,
+//! a form body or a multipart body, like the real API. Files are accepted only as multipart
+//! uploads, within the bot upload limits, with `caption` checked like a message's text; they
+//! count against the same rate limits as messages and are recorded in [`FakeTelegram::files`].
 //! `sendMessage` is validated the way Telegram does it — required `chat_id`/`text`, markup
 //! parsed by the strict [`crate::markup`] parsers, length counted after entity parsing — and
 //! rate-limited per the bots FAQ with real `429 Too Many Requests: retry after N` answers.
@@ -18,13 +21,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::fault::{Fault, Faults};
+use crate::multipart::{self, FilePart, FormError};
 use crate::server::Server;
 use crate::{ceil_secs, fnv1a, is_content_type, lock, markup, reason_phrase, status_code};
 
@@ -35,6 +39,19 @@ pub const DEFAULT_TOKEN: &str = "123456:TEST-token_abc";
 /// Maximum message length after entity parsing (PROVIDERS.md §1: `text` 1–4096 characters).
 /// Telegram counts UTF-16 code units, so an emoji outside the BMP counts as two.
 pub const MAX_TEXT_UTF16: usize = 4096;
+
+/// `caption` of a file: 0–1024 characters after entity parsing (PROVIDERS.md §1), counted in
+/// UTF-16 code units like `text`.
+pub const MAX_CAPTION_UTF16: usize = 1024;
+
+/// Upload limits for bots (PROVIDERS.md §1): photos 10 MB, other files 50 MB. Decimal
+/// megabytes, the strict reading; larger uploads answer 413 like the Bot API does.
+pub const MAX_PHOTO_BYTES: usize = 10_000_000;
+pub const MAX_DOCUMENT_BYTES: usize = 50_000_000;
+
+/// Bodies the fake reads at all: the largest upload plus room for the other fields. Anything
+/// bigger is refused with 413 before it is buffered.
+const BODY_LIMIT: usize = MAX_DOCUMENT_BYTES + 1_000_000;
 
 /// Default per-chat limit: at most 3 messages in any sliding 3 s window. The bots FAQ says
 /// "about 1 message per second per chat, short bursts tolerated" (PROVIDERS.md §1); 3 in 3 s
@@ -103,6 +120,34 @@ pub struct TgMessage {
     pub at: std::time::Instant,
 }
 
+/// One accepted `sendPhoto` or `sendDocument`, as recorded by the fake.
+#[derive(Clone, Debug)]
+pub struct TgFile {
+    /// The bot token from the URL.
+    pub token: String,
+    /// `sendPhoto` or `sendDocument`.
+    pub method: String,
+    /// The chat, normalised like [`TgMessage::chat_id`].
+    pub chat_id: String,
+    /// The part's file name, as the multipart header carried it.
+    pub filename: Option<String>,
+    /// The part's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The file's bytes, exactly as received.
+    pub bytes: Vec<u8>,
+    /// `caption` exactly as sent (with markup).
+    pub caption: Option<String>,
+    /// The caption after entity parsing.
+    pub caption_plain: Option<String>,
+    pub parse_mode: Option<String>,
+    pub disable_notification: bool,
+    pub message_thread_id: Option<i64>,
+    /// Every text parameter as received.
+    pub params: Value,
+    /// When the fake accepted it.
+    pub at: std::time::Instant,
+}
+
 /// A fake Telegram Bot API server on `127.0.0.1`.
 #[derive(Debug)]
 pub struct FakeTelegram {
@@ -134,16 +179,19 @@ struct BotState {
     per_group: HashMap<(String, String), Window>,
     /// Per token.
     per_bot: HashMap<String, Window>,
-    /// Set by `force_429`: the next `sendMessage` answers 429 with this `retry_after`.
+    /// Set by `force_429`: the next send answers 429 with this `retry_after`.
     forced_429: Option<u64>,
     /// Formatted messages still to refuse with "can\'t parse entities" (a markup bug on demand).
     refuse_markup: usize,
-    /// While a forced `retry_after` runs: every `sendMessage` before it is a client violation.
+    /// `sendPhoto` requests still to refuse as `PHOTO_INVALID_DIMENSIONS` (a 1×10000 chart).
+    refuse_photos: usize,
+    /// While a forced `retry_after` runs: every send before it is a client violation.
     banned_until: Option<Instant>,
     early_requests: usize,
     count_429: usize,
     next_message_id: i64,
     messages: Vec<TgMessage>,
+    files: Vec<TgFile>,
     rejected: Vec<(u16, String)>,
 }
 
@@ -181,11 +229,13 @@ impl FakeTelegram {
             per_bot: HashMap::new(),
             forced_429: None,
             refuse_markup: 0,
+            refuse_photos: 0,
             banned_until: None,
             early_requests: 0,
             count_429: 0,
             next_message_id: 1,
             messages: Vec::new(),
+            files: Vec::new(),
             rejected: Vec::new(),
         };
         let shared = Arc::new(Shared {
@@ -195,6 +245,7 @@ impl FakeTelegram {
         });
         let router = Router::new()
             .fallback(handle)
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(Arc::clone(&shared));
         let server = Server::start(router).await;
         Self { shared, server }
@@ -243,18 +294,26 @@ impl FakeTelegram {
         };
     }
 
-    /// Makes the next `sendMessage` answer 429 with `retry_after = retry_after_secs`, then keeps
-    /// answering 429 to every `sendMessage` until that time has elapsed, counting each such
+    /// Makes the next send (`sendMessage`, `sendPhoto`, `sendDocument`) answer 429 with
+    /// `retry_after = retry_after_secs`, then keeps answering 429 to every send until that
+    /// time has elapsed, counting each such
     /// request in [`early_requests`](Self::early_requests): a client that honours
     /// `retry_after` sends none.
     pub fn force_429(&self, retry_after_secs: u64) {
         lock(&self.shared.state).forced_429 = Some(retry_after_secs);
     }
 
-    /// Makes the next `n` formatted (`parse_mode` set) `sendMessage` requests fail with
-    /// "can't parse entities", as Telegram does for a markup bug; plain-text requests pass.
+    /// Makes the next `n` formatted (`parse_mode` set) `sendMessage` requests, or file sends
+    /// with a caption, fail with "can't parse entities", as Telegram does for a markup bug;
+    /// plain-text requests pass.
     pub fn refuse_markup_next(&self, n: usize) {
         lock(&self.shared.state).refuse_markup = n;
+    }
+
+    /// Makes the next `n` `sendPhoto` requests fail with `PHOTO_INVALID_DIMENSIONS`, as
+    /// Telegram does for an image whose sides or ratio it will not show as a photo.
+    pub fn refuse_photos_next(&self, n: usize) {
+        lock(&self.shared.state).refuse_photos = n;
     }
 
     /// How many 429 answers were given (rate limits, forced, or injected failures).
@@ -262,7 +321,7 @@ impl FakeTelegram {
         lock(&self.shared.state).count_429
     }
 
-    /// How many `sendMessage` requests arrived while a forced `retry_after` was still running.
+    /// How many sends arrived while a forced `retry_after` was still running.
     pub fn early_requests(&self) -> usize {
         lock(&self.shared.state).early_requests
     }
@@ -270,6 +329,11 @@ impl FakeTelegram {
     /// Accepted messages, in order.
     pub fn messages(&self) -> Vec<TgMessage> {
         lock(&self.shared.state).messages.clone()
+    }
+
+    /// Accepted file uploads (`sendPhoto`, `sendDocument`), in order.
+    pub fn files(&self) -> Vec<TgFile> {
+        lock(&self.shared.state).files.clone()
     }
 
     /// Total requests received, whatever the answer.
@@ -332,46 +396,108 @@ impl Reject {
     }
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    let outcome = match shared.faults.take() {
-        Fault::Fail(code) => Err(Reject::injected(code)),
-        Fault::Delay(delay) => {
-            tokio::time::sleep(delay).await;
-            shared.serve(&uri, &headers, &body)
-        }
-        Fault::Pass => shared.serve(&uri, &headers, &body),
-    };
-    match outcome {
+    match shared.faults.take() {
+        Fault::Fail(code) => return shared.answer_rejection(Reject::injected(code)),
+        Fault::Delay(delay) => tokio::time::sleep(delay).await,
+        Fault::Pass => {}
+    }
+    let uri = req.uri().clone();
+    let form = read_form(req).await;
+    match shared.serve(&uri, form) {
         Ok(result) => axum::Json(json!({ "ok": true, "result": result })).into_response(),
         Err(reject) => shared.answer_rejection(reject),
     }
 }
 
+/// A request's parameters (query and body merged) and its uploaded files by field name.
+#[derive(Debug, Default)]
+struct Form {
+    params: Map<String, Value>,
+    files: HashMap<String, FilePart>,
+}
+
+/// Reads the query and the body, whatever their encoding.
+async fn read_form(req: Request) -> Result<Form, Reject> {
+    let uri = req.uri().clone();
+    let headers = req.headers().clone();
+    let too_large = || Reject::new(413, "Request Entity Too Large");
+    if is_content_type(&headers, "multipart/form-data") {
+        let mut params = collect_params(&uri, &headers, &[])?;
+        let data = multipart::read(req).await.map_err(|e| match e {
+            FormError::TooLarge => too_large(),
+            // Wording approximated: Telegram does not document its text for a broken body.
+            FormError::Malformed(_) => Reject::bad_request("can't parse multipart/form-data"),
+        })?;
+        for (name, value) in data.text {
+            params.insert(name, Value::String(value));
+        }
+        let files = data.files.into_iter().collect();
+        return Ok(Form { params, files });
+    }
+    // On a request that arrived whole, reading fails only past the body limit.
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(|_| too_large())?;
+    let params = collect_params(&uri, &headers, &body)?;
+    Ok(Form {
+        params,
+        files: HashMap::new(),
+    })
+}
+
+/// The two upload methods.
+#[derive(Clone, Copy, Debug)]
+enum FileMethod {
+    Photo,
+    Document,
+}
+
+impl FileMethod {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Photo => "sendPhoto",
+            Self::Document => "sendDocument",
+        }
+    }
+
+    /// The parameter holding the file.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Photo => "photo",
+            Self::Document => "document",
+        }
+    }
+
+    fn max_bytes(self) -> usize {
+        match self {
+            Self::Photo => MAX_PHOTO_BYTES,
+            Self::Document => MAX_DOCUMENT_BYTES,
+        }
+    }
+}
+
 impl Shared {
     /// Routes and serves one request (no failure injection).
-    fn serve(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Value, Reject> {
+    fn serve(&self, uri: &Uri, form: Result<Form, Reject>) -> Result<Value, Reject> {
         let (token, method) = uri
             .path()
             .strip_prefix("/bot")
             .and_then(|rest| rest.split_once('/'))
             .ok_or_else(Reject::not_found)?;
         let method = method.to_ascii_lowercase();
-        // Parsed before taking the lock; reported only after the token check, like Telegram.
-        let params = (method == "sendmessage").then(|| collect_params(uri, headers, body));
 
         let mut state = lock(&self.state);
+        // A body error is reported only after the token check, like Telegram.
         if !state.tokens.contains(token) {
             return Err(Reject::new(401, "Unauthorized"));
         }
-        match (method.as_str(), params) {
-            ("getme", _) => Ok(bot_user(token)),
-            ("sendmessage", Some(params)) => state.send_message(token, params?),
+        match method.as_str() {
+            "getme" => Ok(bot_user(token)),
+            "sendmessage" => state.send_message(token, form?.params),
+            "sendphoto" => state.send_file(token, FileMethod::Photo, form?),
+            "senddocument" => state.send_file(token, FileMethod::Document, form?),
             _ => Err(Reject::not_found()),
         }
     }
@@ -448,12 +574,6 @@ fn collect_params(
         for (key, value) in form_urlencoded::parse(body) {
             params.insert(key.into_owned(), Value::String(value.into_owned()));
         }
-    } else if is_content_type(headers, "multipart/form-data") {
-        // Telegram accepts multipart; this fake does not parse it (Klaxon sends JSON), and
-        // says so rather than pretending the parameters were missing.
-        return Err(Reject::bad_request(
-            "multipart/form-data is not supported by the fake Telegram",
-        ));
     }
     // Any other content type: Telegram ignores the body, so do we.
     Ok(params)
@@ -485,6 +605,14 @@ impl ChatId {
         match self {
             Self::Id(id) => id.to_string(),
             Self::Username(name) => format!("@{}", name.to_ascii_lowercase()),
+        }
+    }
+
+    /// The chat as recorded: a decimal id or `@username` as sent.
+    fn recorded(&self) -> String {
+        match self {
+            Self::Id(id) => id.to_string(),
+            Self::Username(name) => format!("@{name}"),
         }
     }
 
@@ -651,18 +779,7 @@ impl BotState {
     /// Validates, rate-limits and records one `sendMessage`.
     fn send_message(&mut self, token: &str, params: Map<String, Value>) -> Result<Value, Reject> {
         let now = Instant::now();
-        // A running flood-wait answers before the request is even looked at.
-        if let Some(until) = self.banned_until {
-            if now < until {
-                self.early_requests += 1;
-                return Err(Reject::too_many_requests(ceil_secs(until - now)));
-            }
-            self.banned_until = None;
-        }
-        if let Some(secs) = self.forced_429.take() {
-            self.banned_until = Some(now + Duration::from_secs(secs));
-            return Err(Reject::too_many_requests(secs));
-        }
+        self.flood_gate(now)?;
 
         let chat = parse_chat_id(params.get("chat_id"))?;
         let text = string_param(params.get("text"), "text")?.unwrap_or_default();
@@ -696,16 +813,7 @@ impl BotState {
             || flag(params.get("disable_web_page_preview"));
         check_reply_markup(params.get("reply_markup"))?;
 
-        let key = chat.key();
-        if self.missing_chats.contains(&key) {
-            return Err(Reject::bad_request("chat not found"));
-        }
-        if let Some(&new_id) = self.migrated.get(&key) {
-            let mut reject = Reject::bad_request("group chat was migrated to a supergroup chat");
-            reject.parameters = Some(json!({ "migrate_to_chat_id": new_id }));
-            return Err(reject);
-        }
-
+        self.check_chat(&chat)?;
         self.check_rate_limits(token, &chat, now)?;
 
         let message_id = self.next_message_id;
@@ -722,10 +830,7 @@ impl BotState {
         }
         self.messages.push(TgMessage {
             token: token.to_owned(),
-            chat_id: match &chat {
-                ChatId::Id(id) => id.to_string(),
-                ChatId::Username(name) => format!("@{name}"),
-            },
+            chat_id: chat.recorded(),
             disable_notification: flag(params.get("disable_notification")),
             protect_content: flag(params.get("protect_content")),
             params: Value::Object(params),
@@ -737,6 +842,149 @@ impl BotState {
             at: now.into_std(),
         });
         Ok(result)
+    }
+
+    /// Validates, rate-limits and records one `sendPhoto` or `sendDocument`: the file must be
+    /// a multipart upload within the method's limit; the caption obeys the rules of `text`
+    /// with its own length limit.
+    fn send_file(&mut self, token: &str, method: FileMethod, form: Form) -> Result<Value, Reject> {
+        let now = Instant::now();
+        self.flood_gate(now)?;
+
+        let Form { params, mut files } = form;
+        let chat = parse_chat_id(params.get("chat_id"))?;
+        let field = method.field();
+        let Some(file) = files.remove(field) else {
+            // A text value would be a file_id or URL to fetch: this fake knows none.
+            return Err(if params.contains_key(field) {
+                Reject::bad_request("wrong file identifier/HTTP URL specified")
+            } else {
+                Reject::bad_request(format!("there is no {field} in the request"))
+            });
+        };
+        if file.bytes.is_empty() {
+            return Err(Reject::bad_request("file must be non-empty"));
+        }
+        if file.bytes.len() > method.max_bytes() {
+            return Err(Reject::new(413, "Request Entity Too Large"));
+        }
+        if matches!(method, FileMethod::Photo) && self.refuse_photos > 0 {
+            self.refuse_photos -= 1;
+            return Err(Reject::bad_request("PHOTO_INVALID_DIMENSIONS"));
+        }
+        let caption = string_param(params.get("caption"), "caption")?.filter(|c| !c.is_empty());
+        let raw_mode = string_param(params.get("parse_mode"), "parse_mode")?;
+        let mode = parse_mode(raw_mode.as_deref())?;
+        let caption_plain = match &caption {
+            None => None,
+            Some(caption) => {
+                if mode.is_some() && self.refuse_markup > 0 {
+                    self.refuse_markup -= 1;
+                    return Err(Reject::bad_request(
+                        "can't parse entities: Can't find end of the entity starting at byte offset 0",
+                    ));
+                }
+                let plain = match mode {
+                    None => Ok(caption.clone()),
+                    Some(ParseMode::Html) => markup::parse_html(caption),
+                    Some(ParseMode::MarkdownV2) => markup::parse_markdown_v2(caption),
+                    Some(ParseMode::Markdown) => markup::parse_markdown(caption),
+                }
+                .map_err(|detail| Reject::bad_request(format!("can't parse entities: {detail}")))?;
+                if plain.trim().encode_utf16().count() > MAX_CAPTION_UTF16 {
+                    return Err(Reject::bad_request("message caption is too long"));
+                }
+                Some(plain)
+            }
+        };
+        let message_thread_id = int_param(params.get("message_thread_id"), "message_thread_id")?;
+        check_reply_markup(params.get("reply_markup"))?;
+        self.check_chat(&chat)?;
+        self.check_rate_limits(token, &chat, now)?;
+
+        let message_id = self.next_message_id;
+        self.next_message_id += 1;
+        let size = file.bytes.len();
+        let file_id = format!("fake-file-{message_id}");
+        let mut result = json!({
+            "message_id": message_id,
+            "date": chrono::Utc::now().timestamp(),
+            "chat": chat.to_json(),
+        });
+        match method {
+            FileMethod::Photo => {
+                result["photo"] = json!([{
+                    "file_id": file_id, "file_unique_id": file_id,
+                    "width": 1, "height": 1, "file_size": size,
+                }]);
+            }
+            FileMethod::Document => {
+                let mut document = json!({
+                    "file_id": file_id, "file_unique_id": file_id, "file_size": size,
+                });
+                if let Some(name) = &file.filename {
+                    document["file_name"] = json!(name);
+                }
+                if let Some(mime) = &file.content_type {
+                    document["mime_type"] = json!(mime);
+                }
+                result["document"] = document;
+            }
+        }
+        if let Some(plain) = &caption_plain {
+            result["caption"] = json!(plain.trim());
+        }
+        if let Some(thread) = message_thread_id {
+            result["message_thread_id"] = json!(thread);
+            result["is_topic_message"] = json!(true);
+        }
+        self.files.push(TgFile {
+            token: token.to_owned(),
+            method: method.name().to_owned(),
+            chat_id: chat.recorded(),
+            filename: file.filename,
+            content_type: file.content_type,
+            bytes: file.bytes.to_vec(),
+            caption,
+            caption_plain,
+            parse_mode: raw_mode,
+            disable_notification: flag(params.get("disable_notification")),
+            message_thread_id,
+            params: Value::Object(params),
+            at: now.into_std(),
+        });
+        Ok(result)
+    }
+
+    /// A running flood-wait answers before the request is even looked at; a forced 429
+    /// starts one.
+    fn flood_gate(&mut self, now: Instant) -> Result<(), Reject> {
+        if let Some(until) = self.banned_until {
+            if now < until {
+                self.early_requests += 1;
+                return Err(Reject::too_many_requests(ceil_secs(until - now)));
+            }
+            self.banned_until = None;
+        }
+        if let Some(secs) = self.forced_429.take() {
+            self.banned_until = Some(now + Duration::from_secs(secs));
+            return Err(Reject::too_many_requests(secs));
+        }
+        Ok(())
+    }
+
+    /// Registered chat states: gone, or migrated to a supergroup.
+    fn check_chat(&self, chat: &ChatId) -> Result<(), Reject> {
+        let key = chat.key();
+        if self.missing_chats.contains(&key) {
+            return Err(Reject::bad_request("chat not found"));
+        }
+        if let Some(&new_id) = self.migrated.get(&key) {
+            let mut reject = Reject::bad_request("group chat was migrated to a supergroup chat");
+            reject.parameters = Some(json!({ "migrate_to_chat_id": new_id }));
+            return Err(reject);
+        }
+        Ok(())
     }
 
     /// Checks the three bots-FAQ limits and, if all allow it, counts the message in each.

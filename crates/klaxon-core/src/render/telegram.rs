@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{fields, style, title};
+use super::{fields, style, title, truncate_chars};
 use crate::model::Notification;
 
 /// `sendMessage.text`: 1–4096 characters after entity parsing (PROVIDERS.md §1). Telegram
@@ -153,6 +153,28 @@ pub fn render(n: &Notification, mode: ParseMode, max: usize) -> Vec<String> {
     pack(rendered, max)
 }
 
+/// `sendPhoto`/`sendDocument` `caption`: 0–1024 characters after entity parsing
+/// (PROVIDERS.md §1).
+pub const MAX_CAPTION: usize = 1024;
+/// Shares of the caption: the headline may take this many characters, the file name
+/// `CAPTION_FILENAME_MAX`. A character is at most two UTF-16 units, so both lines with their
+/// emoji stay under `MAX_CAPTION` units after parsing, whatever the input.
+const CAPTION_TITLE_MAX: usize = 380;
+const CAPTION_FILENAME_MAX: usize = 120;
+
+/// The caption of an attachment: the notification's headline in bold, then the file's name,
+/// so a file arriving on its own still says what it belongs to. Escaped for `mode`.
+pub fn caption(n: &Notification, filename: &str, mode: ParseMode) -> String {
+    let s = style(n);
+    let head = truncate_chars(&clean(&title(n)).replace('\n', " "), CAPTION_TITLE_MAX);
+    let name = truncate_chars(&clean(filename).replace('\n', " "), CAPTION_FILENAME_MAX);
+    format!(
+        "{}\n{}",
+        dress(mode, Dress::Bold, &format!("{} {head}", s.emoji), ""),
+        dress(mode, Dress::Plain, &format!("📎 {name}"), "")
+    )
+}
+
 /// Renders a plain text as it would be sent in `mode`, split to the limit: used for the
 /// "can't parse entities" resend and by `klaxon send`.
 pub fn render_text(text: &str, mode: ParseMode, max: usize) -> Vec<String> {
@@ -292,6 +314,22 @@ mod tests {
         let parts = render(&n, ParseMode::Html, 100);
         assert!(parts.iter().all(|p| units(p) <= 100));
         assert!(parts[1..].iter().all(|p| p.starts_with("word")));
+    }
+
+    #[test]
+    fn caption_names_the_notification_and_file_escaped() {
+        let n = Notification::new("m").title("Disk <full> & *hot*");
+        assert_eq!(
+            caption(&n, "a<b>_1.log", ParseMode::Html),
+            "<b>ℹ️ Disk &lt;full&gt; &amp; *hot*</b>\n📎 a&lt;b&gt;_1.log"
+        );
+        assert_eq!(
+            caption(&n, "a_1.log", ParseMode::MarkdownV2),
+            "*ℹ️ Disk <full\\> & \\*hot\\**\n📎 a\\_1\\.log"
+        );
+        let huge = Notification::new("m").title("🚀".repeat(5000));
+        let c = caption(&huge, &"😀".repeat(5000), ParseMode::Plain);
+        assert!(units(&c) <= MAX_CAPTION, "{}", units(&c));
     }
 
     #[test]

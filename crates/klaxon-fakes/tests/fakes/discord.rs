@@ -196,3 +196,98 @@ async fn failure_injection() {
     assert_eq!(post(&fake, "", json!({"content": "x"})).await.0, 204);
     assert_eq!(fake.count_429(), 1);
 }
+
+fn file_part(name: &str, bytes: Vec<u8>) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned())
+}
+
+async fn post_form(fake: &FakeDiscord, form: reqwest::multipart::Form) -> (u16, Value) {
+    let (status, _, body) = send(client().post(hook_url(fake, "?wait=true")).multipart(form)).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn multipart_messages_carry_files() {
+    let fake = FakeDiscord::start().await;
+    let payload = json!({
+        "embeds": [{"title": "Report"}],
+        "attachments": [{"id": 0, "filename": "a.csv"}, {"id": "1", "filename": "b.png"}],
+    });
+    let form = reqwest::multipart::Form::new()
+        .text("payload_json", payload.to_string())
+        .part(
+            "files[0]",
+            file_part("a.csv", b"x,y\n1,2\n".to_vec())
+                .mime_str("text/csv")
+                .unwrap(),
+        )
+        .part("files[1]", file_part("b.png", vec![0, 159, 146, 150]));
+    let (status, body) = post_form(&fake, form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["embeds"][0]["title"], "Report");
+    assert_eq!(body["attachments"][1]["filename"], "b.png");
+    assert_eq!(body["attachments"][1]["size"], 4);
+
+    let m = &fake.messages()[0];
+    assert_eq!(m.body, payload);
+    assert_eq!(m.files.len(), 2);
+    assert_eq!(
+        (m.files[0].index, m.files[0].filename.as_str()),
+        (0, "a.csv")
+    );
+    assert_eq!(m.files[0].content_type.as_deref(), Some("text/csv"));
+    assert_eq!(m.files[0].bytes, b"x,y\n1,2\n");
+    assert_eq!(m.files[1].bytes, [0, 159, 146, 150]);
+
+    // Files alone are a message too.
+    let form =
+        reqwest::multipart::Form::new().part("files[0]", file_part("only.txt", b"hi".to_vec()));
+    assert_eq!(post_form(&fake, form).await.0, 200);
+}
+
+#[tokio::test]
+async fn multipart_bodies_are_validated() {
+    let fake = FakeDiscord::start().await;
+    fake.set_limit(100, Duration::from_secs(1));
+    let form = |payload: String| reqwest::multipart::Form::new().text("payload_json", payload);
+
+    // The payload obeys the same limits as a JSON body.
+    let long = json!({"embeds": [{"title": "t".repeat(257)}]}).to_string();
+    let (status, body) = post_form(&fake, form(long)).await;
+    assert_eq!((status, &body["code"]), (400, &json!(50035)), "{body}");
+    assert!(body["errors"]["embeds"]["0"]["title"]["_errors"].is_array());
+
+    let (status, body) = post_form(&fake, form("{nope".into())).await;
+    assert_eq!((status, &body["code"]), (400, &json!(50109)), "{body}");
+
+    let (status, body) = post_form(&fake, form("{}".into())).await;
+    assert_eq!((status, &body["code"]), (400, &json!(50006)), "{body}");
+
+    // An attachment must name an uploaded part.
+    let payload = json!({"content": "x", "attachments": [{"id": 3, "filename": "a"}]});
+    let f = form(payload.to_string()).part("files[0]", file_part("a", b"a".to_vec()));
+    let (status, body) = post_form(&fake, f).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"]["attachments"]["0"]["id"]["_errors"][0]["code"],
+        "ATTACHMENT_NOT_FOUND"
+    );
+
+    let mut f = form(json!({"content": "x"}).to_string());
+    for i in 0..11 {
+        f = f.part(format!("files[{i}]"), file_part("a", b"a".to_vec()));
+    }
+    let (status, body) = post_form(&fake, f).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"]["attachments"]["_errors"][0]["code"],
+        "BASE_TYPE_MAX_LENGTH"
+    );
+
+    fake.set_upload_limit(1000);
+    let f =
+        form(json!({"content": "x"}).to_string()).part("files[0]", file_part("a", vec![0; 1000]));
+    let (status, body) = post_form(&fake, f).await;
+    assert_eq!((status, &body["code"]), (413, &json!(40005)), "{body}");
+    assert!(fake.messages().is_empty());
+}

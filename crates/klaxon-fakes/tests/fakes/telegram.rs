@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use klaxon_fakes::FailMode;
-use klaxon_fakes::telegram::{DEFAULT_TOKEN, FakeTelegram, MAX_TEXT_UTF16};
+use klaxon_fakes::telegram::{
+    DEFAULT_TOKEN, FakeTelegram, MAX_CAPTION_UTF16, MAX_DOCUMENT_BYTES, MAX_PHOTO_BYTES,
+    MAX_TEXT_UTF16,
+};
 use serde_json::{Value, json};
 
 use crate::{client, header, send};
@@ -381,4 +384,165 @@ async fn failure_injection() {
             (429, "Too Many Requests: retry after 1".to_owned()),
         ]
     );
+}
+
+fn upload(field: &str, name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str("image/png")
+        .expect("a valid type");
+    reqwest::multipart::Form::new()
+        .text("chat_id", "5")
+        .part(field.to_owned(), part)
+}
+
+async fn send_form(
+    fake: &FakeTelegram,
+    method: &str,
+    form: reqwest::multipart::Form,
+) -> (u16, Value) {
+    let (status, _, body) = send(client().post(method_url(fake, method)).multipart(form)).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn uploads_are_multipart_and_recorded() {
+    let fake = FakeTelegram::start().await;
+    let form = upload("photo", "c.png", vec![1, 2, 3])
+        .text("caption", "<b>Chart</b> &amp; more")
+        .text("parse_mode", "HTML")
+        .text("message_thread_id", "9")
+        .text("disable_notification", "true");
+    let (status, body) = send_form(&fake, "sendPhoto", form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["caption"], "Chart & more");
+    assert_eq!(body["result"]["photo"][0]["file_size"], 3);
+    let (status, body) = send_form(
+        &fake,
+        "senddocument",
+        upload("document", "r.pdf", vec![9; 10]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["document"]["file_name"], "r.pdf");
+
+    let files = fake.files();
+    assert_eq!(files.len(), 2);
+    let photo = &files[0];
+    assert_eq!(
+        (
+            photo.method.as_str(),
+            photo.chat_id.as_str(),
+            photo.filename.as_deref()
+        ),
+        ("sendPhoto", "5", Some("c.png"))
+    );
+    assert_eq!(photo.content_type.as_deref(), Some("image/png"));
+    assert_eq!(photo.bytes, [1, 2, 3]);
+    assert_eq!(photo.caption_plain.as_deref(), Some("Chart & more"));
+    assert_eq!(photo.message_thread_id, Some(9));
+    assert!(photo.disable_notification);
+    assert_eq!(files[1].method, "sendDocument");
+    assert_eq!(files[1].caption, None);
+    assert!(fake.messages().is_empty(), "files are not text messages");
+}
+
+#[tokio::test]
+async fn invalid_uploads_get_telegram_errors() {
+    let fake = FakeTelegram::start().await;
+    let cases = [
+        (
+            "sendPhoto",
+            reqwest::multipart::Form::new().text("chat_id", "5"),
+            400,
+            "Bad Request: there is no photo in the request",
+        ),
+        (
+            "sendDocument",
+            reqwest::multipart::Form::new()
+                .text("chat_id", "5")
+                .text("document", "https://example.com/a.pdf"),
+            400,
+            "Bad Request: wrong file identifier/HTTP URL specified",
+        ),
+        (
+            "sendDocument",
+            upload("document", "empty.txt", Vec::new()),
+            400,
+            "Bad Request: file must be non-empty",
+        ),
+        (
+            "sendPhoto",
+            upload("photo", "c.png", vec![1]).text("caption", "é".repeat(MAX_CAPTION_UTF16 + 1)),
+            400,
+            "Bad Request: message caption is too long",
+        ),
+        (
+            "sendPhoto",
+            upload("photo", "c.png", vec![1])
+                .text("caption", "<b>open")
+                .text("parse_mode", "HTML"),
+            400,
+            "Bad Request: can't parse entities: ",
+        ),
+        (
+            "sendPhoto",
+            upload("photo", "big.png", vec![0; MAX_PHOTO_BYTES + 1]),
+            413,
+            "Request Entity Too Large",
+        ),
+        (
+            "sendDocument",
+            upload("document", "big.bin", vec![0; MAX_DOCUMENT_BYTES + 1]),
+            413,
+            "Request Entity Too Large",
+        ),
+    ];
+    for (method, form, code, description) in cases {
+        let (status, body) = send_form(&fake, method, form).await;
+        assert_eq!(status, code, "{body}");
+        assert!(
+            body["description"]
+                .as_str()
+                .unwrap()
+                .starts_with(description),
+            "{body}"
+        );
+    }
+    // Files are uploads: a JSON body cannot carry one.
+    let (status, _, body) = send(
+        client()
+            .post(method_url(&fake, "sendPhoto"))
+            .json(&json!({"chat_id": 5, "photo": "AgAD"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["description"],
+        "Bad Request: wrong file identifier/HTTP URL specified"
+    );
+    // A caption exactly at the limit is fine.
+    let form = upload("photo", "c.png", vec![1]).text("caption", "é".repeat(MAX_CAPTION_UTF16));
+    assert_eq!(send_form(&fake, "sendPhoto", form).await.0, 200);
+    assert_eq!(fake.files().len(), 1);
+}
+
+#[tokio::test]
+async fn uploads_share_the_message_rate_limits() {
+    let fake = FakeTelegram::start().await;
+    fake.set_limits((2, Duration::from_secs(3)), 100, 100);
+    let (status, _, _) = send_json(&fake, json!({"chat_id": 5, "text": "x"})).await;
+    assert_eq!(status, 200);
+    let (status, _) = send_form(&fake, "sendPhoto", upload("photo", "c.png", vec![1])).await;
+    assert_eq!(status, 200);
+    let (status, body) = send_form(&fake, "sendDocument", upload("document", "d", vec![1])).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["parameters"]["retry_after"].as_u64().is_some());
+
+    fake.force_429(2);
+    let (status, _) = send_form(&fake, "sendPhoto", upload("photo", "c.png", vec![1])).await;
+    assert_eq!(status, 429);
+    let (status, _, _) = send_json(&fake, json!({"chat_id": 6, "text": "x"})).await;
+    assert_eq!(status, 429, "a flood wait holds every send");
+    assert_eq!(fake.early_requests(), 1);
 }
