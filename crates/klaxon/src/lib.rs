@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod control;
 pub mod deliver;
 pub mod ingest;

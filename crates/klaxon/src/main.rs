@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -67,10 +66,55 @@ enum Command {
     },
     /// Ask a running server for its status.
     Status,
+    /// List the running server's channels, or switch one: `channels disable NAME`.
+    Channels {
+        #[command(subcommand)]
+        action: Option<ChannelAction>,
+    },
+    /// Send a test message through a channel of the running server and print the outcome.
+    Test {
+        /// The channel's name.
+        name: String,
+    },
+    /// List dead deliveries, or put them back in the queue: `dead-letters retry ID|--all`.
+    DeadLetters {
+        #[command(subcommand)]
+        action: Option<DeadAction>,
+    },
     /// Validate the configuration and name every wrong key.
     CheckConfig,
     /// Apply store migrations and exit.
     Migrate,
+}
+
+#[derive(Subcommand)]
+enum ChannelAction {
+    /// Switch a channel on; its waiting deliveries go.
+    Enable { name: String },
+    /// Switch a channel off; its deliveries wait (persisted across restarts).
+    Disable { name: String },
+    /// Hold non-critical deliveries for a while (critical ones still go).
+    Mute {
+        name: String,
+        /// How long, e.g. 30m, 1h, 8h.
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+    },
+    /// Lift a mute; what it held goes now.
+    Unmute { name: String },
+}
+
+#[derive(Subcommand)]
+enum DeadAction {
+    /// Put dead deliveries back in the queue with a fresh retry budget.
+    Retry {
+        /// A delivery id from `klaxon dead-letters`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead delivery.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,6 +164,8 @@ fn load_config(path: &PathBuf) -> anyhow::Result<Config> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Every command may make an HTTPS call (send, the operator commands).
+    install_crypto();
     match cli.command {
         Command::Serve => {
             let config = load_config(&cli.config)?;
@@ -172,6 +218,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => status(&cli.config).await,
+        Command::Channels { action } => {
+            let remote = klaxon::client::Remote::for_config(&load_config(&cli.config)?);
+            remote_result(channels(&remote, action).await)
+        }
+        Command::Test { name } => {
+            let remote = klaxon::client::Remote::for_config(&load_config(&cli.config)?);
+            remote_result(test(&remote, &name).await)
+        }
+        Command::DeadLetters { action } => {
+            let remote = klaxon::client::Remote::for_config(&load_config(&cli.config)?);
+            remote_result(dead_letters(&remote, action).await)
+        }
         Command::Send {
             channel,
             to,
@@ -330,27 +388,15 @@ async fn send_now(
 
 async fn status(path: &PathBuf) -> anyhow::Result<ExitCode> {
     install_crypto();
-    let config = load_config(path)?;
-    let url = format!(
-        "http://{}/status",
-        config.server.listen.replace("0.0.0.0", "127.0.0.1")
-    );
-    let mut req = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(5));
-    if let Some(t) = &config.server.api_token {
-        req = req.bearer_auth(t.expose());
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(_) => {
-            eprintln!(
-                "no Klaxon answering at {url} (is `klaxon serve` running with this configuration?)"
-            );
+    let remote = klaxon::client::Remote::for_config(&load_config(path)?);
+    let v = match remote.get("/status").await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let v: serde_json::Value = resp.json().await.context("the status answer is not JSON")?;
+
     println!(
         "Klaxon {} — up {}s — store {} {}",
         v["version"].as_str().unwrap_or("?"),
@@ -378,18 +424,152 @@ async fn status(path: &PathBuf) -> anyhow::Result<ExitCode> {
         );
     }
     for c in v["channels"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<20} {:<13} delivered {:<6} failed {:<6} backlog {:<6} {}",
-            c["name"].as_str().unwrap_or(""),
-            c["state"].as_str().unwrap_or(""),
-            c["delivered"],
-            c["failed"],
-            c["backlog"],
-            c["last_error"]
-                .as_str()
-                .map(|e| format!("last error: {e}"))
-                .unwrap_or_default()
-        );
+        print_channel(c);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A remote command's error is the API's own message, on stderr, with exit code 1.
+fn remote_result(r: Result<ExitCode, klaxon::client::ClientError>) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn path_segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn print_channel(c: &serde_json::Value) {
+    let health = &c["health"];
+    println!(
+        "  {:<20} {:<8} {:<13} delivered {:<6} failed {:<6} backlog {:<6} health {}{}",
+        c["name"].as_str().unwrap_or(""),
+        c["kind"].as_str().unwrap_or(""),
+        c["state"].as_str().unwrap_or(""),
+        c["delivered"],
+        c["failed"],
+        c["backlog"],
+        health["state"].as_str().unwrap_or("pending"),
+        health["detail"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+    if let Some(t) = c["muted_until"].as_str() {
+        println!("  {:<20} muted until {t}", "");
+    }
+    if let Some(e) = c["last_error"].as_str() {
+        println!("  {:<20} last error: {e}", "");
+    }
+}
+
+async fn channels(
+    remote: &klaxon::client::Remote,
+    action: Option<ChannelAction>,
+) -> Result<ExitCode, klaxon::client::ClientError> {
+    let (name, body) = match action {
+        None => {
+            let v = remote.get("/api/v1/channels").await?;
+            for c in v["channels"].as_array().into_iter().flatten() {
+                print_channel(c);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(ChannelAction::Enable { name }) => (name, serde_json::json!({"enabled": true})),
+        Some(ChannelAction::Disable { name }) => (name, serde_json::json!({"enabled": false})),
+        Some(ChannelAction::Mute { name, duration }) => {
+            let d = klaxon_core::duration::parse(&duration).map_err(|e| {
+                klaxon::client::ClientError::Api(format!("--for `{duration}`: {e}"))
+            })?;
+            let until = chrono::Utc::now() + chrono::TimeDelta::from_std(d).unwrap_or_default();
+            (name, serde_json::json!({"muted_until": until.to_rfc3339()}))
+        }
+        Some(ChannelAction::Unmute { name }) => (name, serde_json::json!({"muted_until": null})),
+    };
+    let v = remote
+        .patch(&format!("/api/v1/channels/{}", path_segment(&name)), body)
+        .await?;
+    print_channel(&v);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test(
+    remote: &klaxon::client::Remote,
+    name: &str,
+) -> Result<ExitCode, klaxon::client::ClientError> {
+    let v = remote
+        .post(&format!("/api/v1/channels/{}/test", path_segment(name)))
+        .await?;
+    match v["outcome"].as_str() {
+        Some("delivered") => {
+            println!("test message delivered through `{name}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("pending") => {
+            println!(
+                "test message sent to `{name}` but not delivered yet (notification {})",
+                v["notification"]["id"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        _ => {
+            println!(
+                "test message through `{name}` failed: {}",
+                v["error"].as_str().unwrap_or("no reason given")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn dead_letters(
+    remote: &klaxon::client::Remote,
+    action: Option<DeadAction>,
+) -> Result<ExitCode, klaxon::client::ClientError> {
+    match action {
+        None => {
+            let v = remote.get("/api/v1/dead-letters?limit=1000").await?;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                println!("no dead letters");
+            }
+            for d in &items {
+                println!(
+                    "{}  {:<16} {}  {}",
+                    d["id"].as_str().unwrap_or(""),
+                    d["channel"].as_str().unwrap_or(""),
+                    d["notification"]["title"]
+                        .as_str()
+                        .or(d["notification"]["message"].as_str())
+                        .unwrap_or(""),
+                    d["last_error"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(DeadAction::Retry { id, all }) => {
+            let v = match (id, all) {
+                (_, true) => remote.post("/api/v1/dead-letters/retry?all=true").await?,
+                (Some(id), false) => {
+                    remote
+                        .post(&format!("/api/v1/dead-letters/{}/retry", path_segment(&id)))
+                        .await?
+                }
+                (None, false) => {
+                    return Err(klaxon::client::ClientError::Api(
+                        "say which: a delivery ID, or --all".into(),
+                    ));
+                }
+            };
+            let n = v["requeued"].as_array().map_or(0, Vec::len);
+            println!("{n} delivery(ies) back in the queue");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
