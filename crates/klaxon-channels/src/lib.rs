@@ -9,6 +9,7 @@
 //! with [`http::classify`], and a line in [`build`].
 
 pub mod discord;
+pub mod email;
 pub mod http;
 pub mod log;
 pub mod telegram;
@@ -58,7 +59,7 @@ impl From<Verdict> for SendReport {
 
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The provider kind: `telegram`, `discord`, `webhook`, `log`.
+    /// The provider kind: `telegram`, `discord`, `webhook`, `email`, `log`.
     fn kind(&self) -> &'static str;
 
     /// The deliveries `n` becomes on this channel: one per recipient, and one per message
@@ -154,14 +155,13 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             http.clone(),
             spec.timeout,
         )),
+        Provider::Email(e) => Arc::new(email::Email::new(&spec.name, e.clone(), spec.timeout)),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
         // Filled in by their modules as they land (issue 3); until then a send is refused with
         // a clear reason rather than pretending.
-        Provider::Slack(_)
-        | Provider::Email(_)
-        | Provider::Twilio(_)
-        | Provider::Ntfy(_)
-        | Provider::Pushover(_) => Arc::new(log::Unavailable::new(&spec.name)),
+        Provider::Slack(_) | Provider::Twilio(_) | Provider::Ntfy(_) | Provider::Pushover(_) => {
+            Arc::new(log::Unavailable::new(&spec.name))
+        }
     }
 }
 
