@@ -69,18 +69,23 @@ pub enum EmailError {
 
 /// Addresses and TLS settings, checked once when the channel is built.
 struct Prepared {
+    /// With the display name (`?name=`): what the inbox shows as the sender.
     from: Mailbox,
+    /// The `To` and `Cc` headers, as the recipients see them.
     to: Vec<Mailbox>,
     cc: Vec<Mailbox>,
     /// `To`, `Cc` and `Bcc`: Bcc recipients live only here, never in a header.
     envelope: Envelope,
     /// Domain for `Message-ID`s: the sender's, so they look like the sender's own.
     id_domain: String,
+    /// Kept to build the transport on first use, and again after a timeout.
     builder: AsyncSmtpTransportBuilder,
 }
 
 pub struct Email {
+    /// The channel's name, for logs.
     name: String,
+    /// Server, TLS mode and recipients as configured; the password stays a `Secret` here.
     spec: EmailSpec,
     /// A configuration error found at build time is reported by every send and check, so the
     /// channel's status says what to fix instead of the service refusing to start.
@@ -180,8 +185,9 @@ fn prepare(spec: &EmailSpec, timeout: Duration) -> Result<Prepared, EmailError> 
 impl Email {
     pub fn new(name: &str, spec: EmailSpec, timeout: Duration) -> Self {
         let prepared = prepare(&spec, timeout).map_err(|e| {
-            let reason = format!("channel `{name}`: {e}");
-            tracing::error!(channel = %name, error = %e, "email channel misconfigured");
+            let secrets: Vec<&Secret> = spec.password.iter().collect();
+            let reason = http::short(&redact(&format!("channel `{name}`: {e}"), &secrets));
+            tracing::error!(channel = %name, error = %reason, "email channel misconfigured");
             reason
         });
         Email {
@@ -334,7 +340,13 @@ pub fn classify(
     let server = format!("{}:{}", spec.host, spec.port);
     if let Some(code) = e.status() {
         let status = code.to_string().parse::<u16>().ok();
-        let reason = clean(format!("SMTP {code} from {server}: {}", detail(e)));
+        // 535 is RFC 4954's "credentials invalid": the one fix is in the configuration.
+        let hint = if status == Some(535) {
+            " (check the channel's SMTP user and password)"
+        } else {
+            ""
+        };
+        let reason = clean(format!("SMTP {code} from {server}: {}{hint}", detail(e)));
         return if e.is_permanent() {
             Verdict::Reject {
                 reason,
@@ -436,5 +448,84 @@ impl Channel for Email {
             )),
             Err(e) => Health::failed(self.verdict(&e).reason().unwrap_or("failed").to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn spec() -> EmailSpec {
+        EmailSpec {
+            host: "smtp.example.com".into(),
+            port: 587,
+            tls: SmtpTls::StartTls,
+            user: Some("bot@example.com".into()),
+            password: Some(Secret::new("hunter2-smtp-password")),
+            from: "bot@example.com".into(),
+            from_name: None,
+            to: vec!["ops@example.com".into()],
+            cc: vec![],
+            bcc: vec![],
+            verify: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unusable_address_rejects_every_send_and_fails_the_check() {
+        let mut s = spec();
+        s.cc = vec!["risk@exa mple.com".into()];
+        let email = Email::new("ops-email", s, Duration::from_secs(1));
+        let cx = SendContext {
+            delivery_id: Uuid::now_v7(),
+            target: None,
+            attempt: 1,
+        };
+        let v = email.send(&Notification::new("x"), &cx).await.verdict;
+        let Verdict::Reject { reason, .. } = &v else {
+            panic!("{v:?}")
+        };
+        assert!(
+            reason.contains("`cc` address `risk@exa mple.com`"),
+            "{reason}"
+        );
+        let health = email.check().await;
+        assert_eq!(health.detail, *reason);
+    }
+
+    #[test]
+    fn debug_and_limits_never_show_the_password() {
+        let email = Email::new("ops-email", spec(), Duration::from_secs(1));
+        let debug = format!("{email:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("smtp.example.com"));
+        assert_eq!(email.secrets()[0].expose(), "hunter2-smtp-password");
+        let limits = email.limits(None);
+        assert_eq!(limits.len(), 1);
+        assert_eq!(limits[0].key, "email:smtp.example.com");
+        assert_eq!(limits[0].rate, PER_SERVER);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_attachment_is_rejected_by_name() {
+        let email = Email::new("ops-email", spec(), Duration::from_secs(1));
+        let mut n = Notification::new("x");
+        n.attachments.push(klaxon_core::model::Attachment {
+            filename: "chart.png".into(),
+            content_type: "image/png".into(),
+            content_base64: "not base64!".into(),
+        });
+        let cx = SendContext {
+            delivery_id: Uuid::now_v7(),
+            target: None,
+            attempt: 1,
+        };
+        // Rejected while building the message, before any connection is tried.
+        let v = email.send(&n, &cx).await.verdict;
+        let Verdict::Reject { reason, .. } = &v else {
+            panic!("{v:?}")
+        };
+        assert!(reason.contains("attachment `chart.png`"), "{reason}");
     }
 }

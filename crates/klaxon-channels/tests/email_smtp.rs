@@ -420,6 +420,7 @@ async fn wrong_password_is_rejected_and_never_quoted() {
         panic!("{report:?}")
     };
     assert_eq!(*status, Some(535), "{reason}");
+    assert!(reason.contains("user and password"), "{reason}");
     for text in [reason.clone(), format!("{report:?}"), format!("{email:?}")] {
         assert!(!text.contains(wrong), "leak: {text}");
         assert_no_leak("wrong-password output", &text);
