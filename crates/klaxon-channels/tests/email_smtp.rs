@@ -241,6 +241,13 @@ async fn starttls_delivers_mime_with_attachment_cc_and_hidden_bcc() {
         content_type: "application/pdf".into(),
         content_base64: base64::engine::general_purpose::STANDARD.encode(&pdf),
     });
+    // A file name is user input in a header parameter: it must not end the header.
+    let hostile = "q\"uote\r\nBcc: intruder@example.net; x.txt";
+    n.attachments.push(Attachment {
+        filename: hostile.into(),
+        content_type: "text/plain; charset=utf-8".into(),
+        content_base64: base64::engine::general_purpose::STANDARD.encode("hello"),
+    });
     let id = Uuid::now_v7();
     let report = email.send(&n, &cx(id)).await;
     assert!(
@@ -289,7 +296,7 @@ async fn starttls_delivers_mime_with_attachment_cc_and_hidden_bcc() {
     assert_eq!(header(&m, "Message-ID"), format!("<{id}@example.com>"));
 
     assert_eq!(m.ctype.mimetype, "multipart/mixed");
-    assert_eq!(m.subparts.len(), 2);
+    assert_eq!(m.subparts.len(), 3);
     let alt = &m.subparts[0];
     assert_eq!(alt.ctype.mimetype, "multipart/alternative");
     assert_eq!(alt.subparts.len(), 2);
@@ -318,6 +325,19 @@ async fn starttls_delivers_mime_with_attachment_cc_and_hidden_bcc() {
         Some("report.pdf")
     );
     assert_eq!(att.get_body_raw().unwrap(), pdf);
+    let odd = &m.subparts[2];
+    assert_eq!(
+        odd.get_content_disposition()
+            .params
+            .get("filename")
+            .map(String::as_str),
+        Some(hostile),
+        "the name arrives whole, encoded as a parameter (RFC 2231)"
+    );
+    assert_eq!(odd.get_body_raw().unwrap(), b"hello");
+    assert!(m.headers.get_first_value("Bcc").is_none());
+    assert!(odd.headers.get_first_value("Bcc").is_none());
+    assert!(!r.rcpt_tos.iter().any(|a| a.contains("intruder")));
 
     // A retry of the same delivery carries the same Message-ID, so clients fold the repeat;
     // another delivery gets its own.
