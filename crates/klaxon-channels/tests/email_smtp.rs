@@ -72,6 +72,8 @@ impl Drop for Scratch {
 enum Mode {
     StartTls,
     Implicit,
+    /// No TLS offered at all.
+    Plain,
 }
 
 /// One aiosmtpd process, killed on drop.
@@ -97,10 +99,10 @@ impl Server {
             .arg(script)
             .args([
                 "--mode",
-                if mode == Mode::StartTls {
-                    "starttls"
-                } else {
-                    "implicit"
+                match mode {
+                    Mode::StartTls => "starttls",
+                    Mode::Implicit => "implicit",
+                    Mode::Plain => "plain",
                 },
             ])
             .arg("--cert")
@@ -400,6 +402,32 @@ async fn a_session_without_tls_is_refused_by_the_server() {
         assert_verdict_clean(&report.verdict);
     }
     assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn starttls_is_never_skipped_when_the_server_lacks_it() {
+    let Some(py) = python() else { return };
+    let server = Server::start(&py, Mode::Plain);
+    let email = Email::new("e", server.spec(SmtpTls::StartTls), TIMEOUT);
+    let v = email.send(&alert(), &cx(Uuid::now_v7())).await.verdict;
+    let Verdict::Reject { reason, .. } = &v else {
+        panic!("{v:?}")
+    };
+    assert!(reason.contains("STARTTLS"), "{reason}");
+    assert_verdict_clean(&v);
+    assert!(server.received().is_empty());
+
+    // `tls=no` is the explicit way to use such a relay.
+    let email = Email::new("relay", server.spec(SmtpTls::None), TIMEOUT);
+    let report = email.send(&alert(), &cx(Uuid::now_v7())).await;
+    assert!(
+        matches!(report.verdict, Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert!(!got[0].tls);
+    assert_eq!(got[0].login.as_deref(), Some(USER));
 }
 
 #[tokio::test]

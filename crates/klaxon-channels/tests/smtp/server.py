@@ -1,4 +1,5 @@
-"""A real SMTP server for the email channel's tests: aiosmtpd with TLS and AUTH required.
+"""A real SMTP server for the email channel's tests: aiosmtpd requiring AUTH, over STARTTLS,
+implicit TLS or (to test what a client does without it) no TLS.
 
 Started by tests/email_smtp.rs; prints `LISTENING <port>` once it accepts connections. Each
 accepted message becomes one JSON file in --maildir (envelope, TLS and login as the server saw
@@ -77,7 +78,9 @@ async def main():
     warnings.simplefilter("ignore")
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--mode", choices=["starttls", "implicit"], required=True)
+    # plain: no TLS at all, as a local relay, and to prove a STARTTLS client will not fall
+    # back to it.
+    p.add_argument("--mode", choices=["starttls", "implicit", "plain"], required=True)
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--user", required=True)
@@ -89,6 +92,7 @@ async def main():
     ctx.load_cert_chain(a.cert, a.key)
     handler = Handler(a.maildir)
     starttls = a.mode == "starttls"
+    implicit = a.mode == "implicit"
     loop = asyncio.get_running_loop()
 
     def protocol():
@@ -100,7 +104,8 @@ async def main():
             # it, so a client that skipped STARTTLS cannot deliver at all.
             require_starttls=starttls,
             # aiosmtpd only knows TLS it upgraded itself; in implicit mode the socket is TLS
-            # from the first byte, so its own check would refuse every AUTH.
+            # from the first byte, so its own check would refuse every AUTH. Plain mode
+            # takes AUTH in clear, like a relay on a trusted network.
             auth_require_tls=starttls,
             auth_required=True,
             authenticator=authenticator(a.user, a.password),
@@ -108,7 +113,7 @@ async def main():
         )
 
     server = await loop.create_server(
-        protocol, host="127.0.0.1", port=a.port, ssl=None if starttls else ctx
+        protocol, host="127.0.0.1", port=a.port, ssl=ctx if implicit else None
     )
     port = server.sockets[0].getsockname()[1]
     print(f"LISTENING {port}", flush=True)
