@@ -472,17 +472,20 @@ mod tests {
         }
     }
 
+    fn cx() -> SendContext {
+        SendContext {
+            delivery_id: Uuid::now_v7(),
+            target: None,
+            attempt: 1,
+        }
+    }
+
     #[tokio::test]
     async fn an_unusable_address_rejects_every_send_and_fails_the_check() {
         let mut s = spec();
         s.cc = vec!["risk@exa mple.com".into()];
         let email = Email::new("ops-email", s, Duration::from_secs(1));
-        let cx = SendContext {
-            delivery_id: Uuid::now_v7(),
-            target: None,
-            attempt: 1,
-        };
-        let v = email.send(&Notification::new("x"), &cx).await.verdict;
+        let v = email.send(&Notification::new("x"), &cx()).await.verdict;
         let Verdict::Reject { reason, .. } = &v else {
             panic!("{v:?}")
         };
@@ -516,13 +519,8 @@ mod tests {
             content_type: "image/png".into(),
             content_base64: "not base64!".into(),
         });
-        let cx = SendContext {
-            delivery_id: Uuid::now_v7(),
-            target: None,
-            attempt: 1,
-        };
         // Rejected while building the message, before any connection is tried.
-        let v = email.send(&n, &cx).await.verdict;
+        let v = email.send(&n, &cx()).await.verdict;
         let Verdict::Reject { reason, .. } = &v else {
             panic!("{v:?}")
         };
