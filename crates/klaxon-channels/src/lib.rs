@@ -9,6 +9,7 @@
 //! with [`http::classify`], and a line in [`build`].
 
 pub mod discord;
+pub mod email;
 pub mod http;
 pub mod log;
 pub mod ntfy;
@@ -62,7 +63,8 @@ impl From<Verdict> for SendReport {
 
 #[async_trait]
 pub trait Channel: Send + Sync {
-    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `sms`, `whatsapp`, `ntfy`, `pushover`, `log`.
+    /// The provider kind: `telegram`, `discord`, `webhook`, `slack`, `email`, `sms`, `whatsapp`,
+    /// `ntfy`, `pushover`, `log`.
     fn kind(&self) -> &'static str;
 
     /// The deliveries `n` becomes on this channel: one per recipient, and one per message
@@ -171,10 +173,8 @@ pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
             http.clone(),
             spec.timeout,
         )),
+        Provider::Email(e) => Arc::new(email::Email::new(&spec.name, e.clone(), spec.timeout)),
         Provider::Log => Arc::new(log::Log::new(&spec.name)),
-        // Email lands from its own branch; until then a send is refused with a clear reason
-        // rather than pretending.
-        Provider::Email(_) => Arc::new(log::Unavailable::new(&spec.name)),
     }
 }
 

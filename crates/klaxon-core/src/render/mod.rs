@@ -6,6 +6,7 @@
 //! the data fields as lines — live in this file so every channel says the same thing.
 
 pub mod discord;
+pub mod email;
 pub mod ntfy;
 pub mod pushover;
 pub mod slack;
