@@ -2,14 +2,10 @@
 //! STARTTLS and AUTH required: what arrives is parsed as MIME and checked field by field, and
 //! every reply class the server can give is driven through a real SMTP dialogue.
 //!
-//! The server runs on the interpreter named by `KLAXON_TEST_SMTP_PYTHON` (`.ci/run` makes a
-//! venv from `tests/smtp/requirements.txt`). Without it these tests say so and pass, unless
+//! The server (`klaxon_fakes::smtp`) runs on the interpreter named by `KLAXON_TEST_SMTP_PYTHON`
+//! (`.ci/run` makes a venv from `crates/klaxon-fakes/smtp/requirements.txt`). Without it these tests say so and pass, unless
 //! `KLAXON_REQUIRE_SERVICES=1`, as in CI, where a missing server is a failure.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,6 +15,7 @@ use klaxon_core::channel_url::{EmailSpec, SmtpTls};
 use klaxon_core::model::Attachment;
 use klaxon_core::render::email::subject;
 use klaxon_core::{Notification, Secret, Severity, Verdict};
+use klaxon_fakes::smtp::{ReceivedMail, SmtpMode as Mode, SmtpServer, python};
 use mailparse::{MailHeaderMap, ParsedMail, parse_mail};
 use uuid::Uuid;
 
@@ -26,113 +23,16 @@ const USER: &str = "alerts-bot";
 const PASSWORD: &str = "Tr0ub4dor&3-smtp-secret";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The interpreter to run the server with, or `None` when these tests are to be skipped.
-fn python() -> Option<String> {
-    match std::env::var("KLAXON_TEST_SMTP_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("KLAXON_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "KLAXON_REQUIRE_SERVICES=1 but KLAXON_TEST_SMTP_PYTHON is not set: \
-                 run .ci/run, or point it at a Python with tests/smtp/requirements.txt installed"
-            );
-            eprintln!(
-                "skipped: KLAXON_TEST_SMTP_PYTHON is not set (a Python with \
-                 crates/klaxon-channels/tests/smtp/requirements.txt; .ci/run makes one)"
-            );
-            None
-        }
-    }
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "klaxon-smtp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("mail")).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    StartTls,
-    Implicit,
-    /// No TLS offered at all.
-    Plain,
-}
-
-/// One aiosmtpd process, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    dir: Scratch,
-}
+/// The test server as this file uses it: the test user, and a spec to reach it.
+struct Server(SmtpServer);
 
 impl Server {
     fn start(python: &str, mode: Mode) -> Server {
-        let dir = Scratch::new();
-        let cert = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-        ])
-        .unwrap();
-        let (cert_path, key_path) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args([
-                "--mode",
-                match mode {
-                    Mode::StartTls => "starttls",
-                    Mode::Implicit => "implicit",
-                    Mode::Plain => "plain",
-                },
-            ])
-            .arg("--cert")
-            .arg(&cert_path)
-            .arg("--key")
-            .arg(&key_path)
-            .args(["--user", USER, "--password", PASSWORD])
-            .arg("--maildir")
-            .arg(dir.0.join("mail"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Some(port) = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-        else {
-            let _ = child.kill();
-            panic!("the SMTP server did not start (said {line:?}); see its stderr above");
-        };
-        Server { child, port, dir }
+        Server(SmtpServer::start(python, mode, USER, PASSWORD))
     }
 
     fn spec(&self, tls: SmtpTls) -> EmailSpec {
-        let mut spec = spec_at(self.port, tls);
+        let mut spec = spec_at(self.0.port(), tls);
         spec.from_name = Some("Klaxon Alerts".into());
         // The test certificate is self-signed; `verify_on_self_signed_cert_rejects_with_hint`
         // covers the verifying path.
@@ -140,42 +40,8 @@ impl Server {
         spec
     }
 
-    /// Every message the server accepted, oldest first.
-    fn received(&self) -> Vec<Received> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.0.join("mail"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One message as the server recorded it.
-#[derive(serde::Deserialize)]
-struct Received {
-    mail_from: String,
-    rcpt_tos: Vec<String>,
-    tls: bool,
-    login: Option<String>,
-    data: String,
-}
-
-impl Received {
-    fn bytes(&self) -> Vec<u8> {
-        // server.py stores the raw bytes as latin-1 text: one char per byte.
-        self.data.chars().map(|c| c as u32 as u8).collect()
+    fn received(&self) -> Vec<ReceivedMail> {
+        self.0.received()
     }
 }
 

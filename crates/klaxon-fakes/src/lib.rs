@@ -26,6 +26,7 @@ pub mod markup;
 pub mod ntfy;
 pub mod pushover;
 pub mod slack;
+pub mod smtp;
 pub mod telegram;
 pub mod twilio;
 pub mod webhook;

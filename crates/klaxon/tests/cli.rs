@@ -120,3 +120,142 @@ fn migrate_prepares_a_store() {
     );
     assert!(dir.path().join("m.db").exists());
 }
+
+/// Runs `klaxon send` with extra environment and returns (exit code, stdout, stderr).
+async fn send_cli(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        let mut c = klaxon();
+        c.arg("send").args(&args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `klaxon send --to` works with every scheme, files included where the provider takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_every_new_scheme() {
+    use klaxon_fakes::{ntfy::FakeNtfy, pushover, slack, twilio};
+    klaxon::app::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("chart.png");
+    std::fs::write(&chart, b"\x89PNG\r\n\x1a\n fake chart bytes").unwrap();
+    let attach = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--attach".into(), chart.display().to_string()]);
+        v.push("ES stopped out at 5,980".into());
+        v
+    };
+
+    let sl = slack::FakeSlack::start().await;
+    let (code, out, err) = send_cli(
+        attach(&[
+            "--to",
+            &format!("slack://{}", slack::DEFAULT_WEBHOOK),
+            "--title",
+            "Stop",
+        ]),
+        vec![("KLAXON_SLACK_API", sl.url())],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(sl.messages().len(), 1);
+    assert!(
+        err.contains("cannot carry files"),
+        "a note says the file stayed behind: {err}"
+    );
+
+    let tw = twilio::FakeTwilio::start().await;
+    let to = format!(
+        "twilio://{}:{}@+15550001111/+15550002222/+15550003333",
+        twilio::DEFAULT_ACCOUNT_SID,
+        twilio::DEFAULT_AUTH_TOKEN
+    );
+    let (code, out, err) = send_cli(
+        vec![
+            "--to".into(),
+            to,
+            "--title".into(),
+            "Stop".into(),
+            "ES stopped out".into(),
+        ],
+        vec![("KLAXON_TWILIO_API", tw.url())],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let sms = tw.messages();
+    assert_eq!(sms.len(), 2, "one SMS per number");
+    assert!(
+        sms.iter()
+            .all(|m| m.num_segments == 1 && m.body.contains("ES stopped out"))
+    );
+
+    let nt = FakeNtfy::start().await;
+    let (code, out, err) = send_cli(
+        attach(&[
+            "--to",
+            &format!("{}/alerts", nt.url().replacen("http://", "ntfy://", 1)),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let m = &nt.messages()[0];
+    assert_eq!(m.topic, "alerts");
+    assert_eq!(
+        m.attachment.as_ref().map(|a| a.name.as_str()),
+        Some("chart.png")
+    );
+
+    let po = pushover::FakePushover::start().await;
+    let (code, out, err) = send_cli(
+        attach(&[
+            "--to",
+            &format!(
+                "pover://{}@{}",
+                pushover::DEFAULT_USER,
+                pushover::DEFAULT_TOKEN
+            ),
+            "--severity",
+            "critical",
+        ]),
+        vec![("KLAXON_PUSHOVER_API", po.url())],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let m = &po.messages()[0];
+    assert_eq!(m.field("priority"), Some("2"));
+    assert!(m.attachment.is_some());
+
+    // Email through a real SMTP server, the file as a MIME part.
+    let Some(py) = klaxon_fakes::smtp::python() else {
+        return;
+    };
+    let smtp = klaxon_fakes::smtp::SmtpServer::start(
+        &py,
+        klaxon_fakes::smtp::SmtpMode::StartTls,
+        "bot",
+        "pw-cli-7",
+    );
+    let to = format!(
+        "mailto://bot:pw-cli-7@127.0.0.1:{}?to=ops@example.com&from=alerts@example.com&verify=no",
+        smtp.port()
+    );
+    let (code, out, err) = send_cli(attach(&["--to", &to, "--title", "Stop"]), vec![]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mail = smtp.wait_for(1, std::time::Duration::from_secs(5)).await;
+    let raw = String::from_utf8_lossy(&mail[0].bytes()).into_owned();
+    assert!(
+        raw.contains("chart.png") && raw.contains("image/png"),
+        "{raw}"
+    );
+    assert!(!out.contains("pw-cli-7") && !err.contains("pw-cli-7"));
+}

@@ -300,3 +300,49 @@ url = "{}"
     assert_eq!(backup.count(), 2);
     s.stop().await;
 }
+
+/// The classic chain: Telegram is down, the alert arrives by email through a real SMTP server
+/// (STARTTLS and AUTH), and the history shows both legs.
+#[tokio::test]
+async fn telegram_down_falls_back_to_email_over_real_smtp() {
+    use klaxon_fakes::smtp::{SmtpMode, SmtpServer, python};
+    common::crypto();
+    let Some(py) = python() else { return };
+    let smtp = SmtpServer::start(&py, SmtpMode::StartTls, "alerts-bot", "smtp-pass-9");
+    let tg = FakeTelegram::start().await;
+    let tg_url = tg.url();
+    tg.stop().await;
+    let cfg = base(&format!(
+        r#"
+[channels.tg]
+url = "tgram://{DEFAULT_TOKEN}/111"
+fallback = ["mail"]
+[channels.mail]
+url = "mailto://alerts-bot:smtp-pass-9@127.0.0.1:{}?to=ops@example.com&from=alerts@example.com&verify=no"
+"#,
+        smtp.port()
+    ));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg_url)]).await;
+    let id = send(
+        &s,
+        json!({"title": "Kill switch engaged", "message": "Daily loss limit hit", "severity": "critical", "channels": ["tg"]}),
+    )
+    .await;
+    let v = wait_delivered_on(&s, &id, "mail", Duration::from_secs(20)).await;
+    let mail = smtp.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].tls, "sent over STARTTLS");
+    assert_eq!(mail[0].login.as_deref(), Some("alerts-bot"));
+    assert_eq!(mail[0].rcpt_tos, ["ops@example.com"]);
+    let raw = String::from_utf8_lossy(&mail[0].bytes()).into_owned();
+    assert!(raw.contains("Kill switch engaged"), "{raw}");
+    let tg_d = by_channel(&v, "tg");
+    assert_eq!(tg_d[0]["status"], "dead");
+    assert_eq!(tg_d[0]["fell_back_to"], "mail");
+    assert_eq!(by_channel(&v, "mail")[0]["fallback_of"], tg_d[0]["id"]);
+    // The SMTP health check (connect + NOOP) passes; nothing leaks the password.
+    let (_, ch) = s.get("/api/v1/channels/mail").await;
+    let text = s.get("/status").await.1.to_string() + &ch.to_string() + &v.to_string();
+    assert!(!text.contains("smtp-pass-9"));
+    s.stop().await;
+}

@@ -1,7 +1,7 @@
 """A real SMTP server for the email channel's tests: aiosmtpd requiring AUTH, over STARTTLS,
 implicit TLS or (to test what a client does without it) no TLS.
 
-Started by tests/email_smtp.rs; prints `LISTENING <port>` once it accepts connections. Each
+Started by klaxon_fakes::smtp::SmtpServer; prints `LISTENING <port>` once it accepts connections. Each
 accepted message becomes one JSON file in --maildir (envelope, TLS and login as the server saw
 them, and the raw data), written under a temporary name and renamed, so a reader never sees
 half a file. Recipients whose local part starts with `tempfail` get a 451, with `reject` a 550,
