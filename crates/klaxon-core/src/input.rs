@@ -33,7 +33,7 @@ impl InputError {
 }
 
 /// PRODUCT.md §5, as JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     pub message: Option<String>,
@@ -46,6 +46,7 @@ pub struct NotificationRequest {
     pub channels: Option<Vec<String>>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Map<String, Value>>,
     pub idempotency_key: Option<String>,
     pub dedup_key: Option<String>,
@@ -57,7 +58,7 @@ pub struct NotificationRequest {
 }
 
 /// `"5m"` or a number of seconds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum DurationInput {
     Text(String),
@@ -222,13 +223,14 @@ impl NotificationRequest {
 }
 
 /// The event envelope of PRODUCT.md §3.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     pub event_type: String,
     pub source: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
     pub severity: Option<Severity>,
+    #[schema(value_type = Object)]
     pub data: Map<String, Value>,
     /// Extensions beyond §3 that senders often want; same meaning as on a notification.
     pub channels: Option<Vec<String>>,

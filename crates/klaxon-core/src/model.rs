@@ -12,7 +12,18 @@ use uuid::Uuid;
 
 /// How bad the thing that happened is. Ordered: `debug < info < warning < error < critical`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -25,7 +36,19 @@ pub enum Severity {
 }
 
 /// How urgently it must go out. When absent it follows severity (§1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Low,
@@ -131,7 +154,7 @@ string_enum!(DeliveryStatus {
 /// Where a delivery is in its life (PRODUCT.md §1):
 /// `pending → sending → delivered`, or `→ retrying → … → dead`; `expired` past `expires_at`;
 /// `suppressed` and `aggregated` are set by dedup and digests (later stages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
@@ -179,7 +202,7 @@ impl DeliveryStatus {
 }
 
 /// A file to send along where the channel supports files (PRODUCT.md §5).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub filename: String,
     pub content_type: String,
@@ -188,7 +211,7 @@ pub struct Attachment {
 }
 
 /// A validated notification, ready to be stored. Every field of PRODUCT.md §5.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// UUIDv7: time-ordered, so inserts stay fast (STACK.md) and ids sort by arrival.
     pub id: Uuid,
@@ -203,6 +226,7 @@ pub struct Notification {
     /// Explicit channel names; `None` lets routes decide.
     pub channels: Option<Vec<String>>,
     pub tags: Vec<String>,
+    #[schema(value_type = Object)]
     pub data: serde_json::Map<String, serde_json::Value>,
     pub idempotency_key: Option<String>,
     pub dedup_key: Option<String>,
@@ -294,7 +318,7 @@ pub fn new_id() -> Uuid {
 
 /// One notification to one channel target (a Telegram channel with three chats makes three
 /// deliveries, so a retry never repeats a chat that already got the message).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// Stable across retries: it is the `webhook-id` receivers deduplicate on.
     pub id: Uuid,
@@ -326,7 +350,7 @@ pub struct Delivery {
 }
 
 /// The outcome of one attempt, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptOutcome {
     Delivered,
@@ -345,7 +369,7 @@ impl AttemptOutcome {
 }
 
 /// One try of one delivery: time, outcome, status code, error, latency (PRODUCT.md §4).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub delivery_id: Uuid,
     pub number: u32,

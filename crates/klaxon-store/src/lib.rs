@@ -60,7 +60,7 @@ pub struct Inserted {
     pub deliveries: Vec<DeliverySummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliverySummary {
     pub id: Uuid,
     pub channel: String,

@@ -85,6 +85,8 @@ enum Command {
     CheckConfig,
     /// Apply store migrations and exit.
     Migrate,
+    /// Print the API's OpenAPI document (the same as `GET /api/openapi.json`).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +220,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => status(&cli.config).await,
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&klaxon::api::openapi())
+                    .context("the OpenAPI document does not serialise")?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Channels { action } => {
             let remote = klaxon::client::Remote::for_config(&load_config(&cli.config)?);
             remote_result(channels(&remote, action).await)

@@ -1,6 +1,7 @@
 //! The HTTP API (PRODUCT.md §4): notifications and events in; history, status, health and
 //! metrics out. Handlers parse and validate at the edge and hand typed values to `ingest`.
 
+mod doc;
 mod error;
 
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use klaxon_core::input::{Envelope, InputError, NotificationRequest, from_json};
@@ -19,6 +19,9 @@ use klaxon_core::model::{DeliveryStatus, Notification, Severity};
 use klaxon_store::{Inserted, ListFilter, NotificationRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 pub use self::error::ApiError;
@@ -27,37 +30,52 @@ use crate::app::Shared;
 /// Most items in one batch (PRODUCT.md §4).
 pub const BATCH_MAX: usize = 1000;
 
+/// The API routes, each registered together with its OpenAPI description: `protected` take
+/// the bearer token, `public` do not.
+fn routes() -> (OpenApiRouter<Arc<Shared>>, OpenApiRouter<Arc<Shared>>) {
+    let protected = OpenApiRouter::new()
+        .routes(routes!(post_notification, list_notifications))
+        .routes(routes!(post_batch))
+        .routes(routes!(get_notification))
+        .routes(routes!(post_events))
+        .routes(routes!(list_channels))
+        .routes(routes!(get_channel, patch_channel))
+        .routes(routes!(test_channel))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(retry_all_dead))
+        .routes(routes!(retry_dead));
+    let public = OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json));
+    (protected, public)
+}
+
+/// The whole API description, as served at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (protected, public) = routes();
+    public.merge(protected).into_openapi()
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
-        .route(
-            "/api/v1/notifications",
-            post(post_notification).get(list_notifications),
-        )
-        .route("/api/v1/notifications/batch", post(post_batch))
-        .route("/api/v1/notifications/{id}", get(get_notification))
-        .route("/api/v1/events", post(post_events))
-        .route("/api/v1/channels", get(list_channels))
-        .route(
-            "/api/v1/channels/{name}",
-            get(get_channel).patch(patch_channel),
-        )
-        .route("/api/v1/channels/{name}/test", post(test_channel))
-        .route("/api/v1/dead-letters", get(list_dead_letters))
-        .route("/api/v1/dead-letters/retry", post(retry_all_dead))
-        .route("/api/v1/dead-letters/{id}/retry", post(retry_dead))
-        .route_layer(middleware::from_fn_with_state(
-            shared.clone(),
-            require_token,
-        ));
-    Router::new()
-        .merge(api)
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
+    let (protected, public) = routes();
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        shared.clone(),
+        require_token,
+    ));
+    let (router, _) = public.merge(protected).split_for_parts();
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(shared.config.server.body_limit))
         .with_state(shared)
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "service",
+    responses((status = 200, description = "This document (OpenAPI 3.1)")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
 }
 
 async fn not_found() -> ApiError {
@@ -116,6 +134,14 @@ fn accepted(r: &Inserted) -> Value {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/notifications", tag = "notifications",
+    request_body = klaxon_core::input::NotificationRequest,
+    responses((status = 202, description = "Committed to the store", body = doc::Accepted),
+        (status = 200, description = "A repeat of an idempotency key: the first notification", body = doc::Accepted),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 413, description = "Body over `server.body_limit`", body = doc::ErrorBody),
+        (status = 422, description = "Names a channel that does not exist", body = doc::ErrorBody),
+        (status = 503, description = "The store cannot accept writes; nothing was accepted", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn post_notification(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -195,6 +221,13 @@ fn array_of(v: Value, what: &str) -> Result<Vec<Value>, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/notifications/batch", tag = "notifications",
+    request_body = Vec<klaxon_core::input::NotificationRequest>,
+    responses((status = 202, description = "The valid items were committed in one transaction", body = doc::BatchResult),
+        (status = 400, description = "No item was valid", body = doc::BatchResult),
+        (status = 413, description = "More than 1,000 items", body = doc::ErrorBody),
+        (status = 503, description = "The store cannot accept writes", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn post_batch(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -211,6 +244,12 @@ async fn post_batch(
     accept_many(&s, parsed).await
 }
 
+#[utoipa::path(post, path = "/api/v1/events", tag = "notifications",
+    request_body(content = klaxon_core::input::Envelope, description = "One event envelope (PRODUCT.md §3), or an array of them"),
+    responses((status = 202, description = "Committed (one envelope)", body = doc::Accepted),
+        (status = 200, description = "A repeat of an idempotency key", body = doc::Accepted),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 503, description = "The store cannot accept writes", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn post_events(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -270,6 +309,11 @@ fn record_json(r: &NotificationRecord, with_attempts: bool) -> Value {
     v
 }
 
+#[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "notifications",
+    params(("id" = Uuid, Path, description = "Notification id")),
+    responses((status = 200, description = "The notification, its deliveries and every attempt", body = doc::NotificationRecord),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 404, description = "No such notification", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_notification(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -319,6 +363,16 @@ fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, A
     .transpose()
 }
 
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
+    params(("status" = Option<String>, Query, description = "Only notifications with a delivery in this status"),
+        ("channel" = Option<String>, Query, description = "Only notifications with a delivery on this channel"),
+        ("severity" = Option<String>, Query, description = "debug | info | warning | error | critical"),
+        ("since" = Option<String>, Query, description = "RFC 3339"),
+        ("until" = Option<String>, Query, description = "RFC 3339"),
+        ("limit" = Option<usize>, Query, description = "1–1000, default 50"),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "Newest first", body = doc::NotificationPage), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list_notifications(
     State(s): State<Arc<Shared>>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -389,11 +443,20 @@ fn channel_views(s: &Shared, depth: &[klaxon_store::DepthRow]) -> Vec<Value> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/api/v1/channels", tag = "channels",
+    responses((status = 200, description = "Every configured channel", body = doc::ChannelList),
+        (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list_channels(State(s): State<Arc<Shared>>) -> Json<Value> {
     let depth = s.store.depth().await.unwrap_or_default();
     Json(json!({"channels": channel_views(&s, &depth)}))
 }
 
+#[utoipa::path(get, path = "/api/v1/channels/{name}", tag = "channels",
+    params(("name" = String, Path, description = "Channel name")),
+    responses((status = 200, description = "The channel", body = doc::ChannelEntry),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 404, description = "No such channel", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_channel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -407,6 +470,12 @@ async fn get_channel(
 }
 
 /// `PATCH /api/v1/channels/{name}`: `{"enabled": bool, "muted_until": RFC 3339 | null}`.
+#[utoipa::path(patch, path = "/api/v1/channels/{name}", tag = "channels",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body = doc::ChannelPatch,
+    responses((status = 200, description = "Changed and persisted; the channel as it is now", body = doc::ChannelEntry),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 404, description = "No such channel", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn patch_channel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -456,6 +525,13 @@ async fn patch_channel(
 
 /// `POST /api/v1/channels/{name}/test`: sends a test through the channel and answers with the
 /// outcome (or what is known when the channel's timeout has passed).
+#[utoipa::path(post, path = "/api/v1/channels/{name}/test", tag = "channels",
+    params(("name" = String, Path, description = "Channel name")),
+    responses((status = 200, description = "The test message's outcome", body = doc::TestResult),
+        (status = 202, description = "Sent, but no final answer within the channel's timeout", body = doc::TestResult),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 404, description = "No such channel", body = doc::ErrorBody),
+        (status = 409, description = "The channel is disabled", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn test_channel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -502,6 +578,12 @@ struct DeadQuery {
 
 /// `GET /api/v1/dead-letters`: deliveries that ended `dead`, newest notification first, each
 /// with the notification it carried.
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead-letters",
+    params(("channel" = Option<String>, Query, description = "Only this channel"),
+        ("limit" = Option<usize>, Query, description = "Notifications per page, 1–1000, default 50"),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "Dead deliveries, newest notification first", body = doc::DeadLetterPage), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn list_dead_letters(
     State(s): State<Arc<Shared>>,
     q: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
@@ -554,6 +636,11 @@ async fn list_dead_letters(
 }
 
 /// `POST /api/v1/dead-letters/{id}/retry`: the delivery goes back in the queue.
+#[utoipa::path(post, path = "/api/v1/dead-letters/{id}/retry", tag = "dead-letters",
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses((status = 200, description = "Back in the queue with a fresh retry budget", body = doc::Requeued),
+        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 404, description = "No dead delivery with this id", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn retry_dead(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -574,6 +661,10 @@ struct AllQuery {
 }
 
 /// `POST /api/v1/dead-letters/retry?all=true`: every dead delivery goes back in the queue.
+#[utoipa::path(post, path = "/api/v1/dead-letters/retry", tag = "dead-letters",
+    params(("all" = String, Query, description = "Must be `true`")),
+    responses((status = 200, description = "Every dead delivery back in the queue", body = doc::Requeued), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
+    security(("bearer" = [])))]
 async fn retry_all_dead(
     State(s): State<Arc<Shared>>,
     q: Result<Query<AllQuery>, axum::extract::rejection::QueryRejection>,
@@ -590,10 +681,15 @@ async fn retry_all_dead(
     Ok(Json(json!({"requeued": done})))
 }
 
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The process is up", body = doc::HealthBody)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/ready", tag = "service",
+    responses((status = 200, description = "The store answers", body = doc::HealthBody),
+        (status = 503, description = "The store does not answer", body = doc::HealthBody)))]
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     match s.store.ping().await {
         Ok(()) => (
@@ -609,6 +705,8 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/status", tag = "service",
+    responses((status = 200, description = "Version, queue, channels (no secrets)", body = doc::Status)))]
 async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
     let store_ok = s.store.ping().await.is_ok();
     let depth = s.store.depth().await.unwrap_or_default();
@@ -632,6 +730,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -18,7 +18,7 @@ use super::registry::{Guard, Registry, Runtime};
 /// A check that has not answered by then has failed: a provider that slow will time sends out.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HealthView {
     pub state: HealthState,
     pub detail: String,

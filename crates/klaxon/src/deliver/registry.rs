@@ -52,7 +52,7 @@ pub struct Runtime {
 }
 
 /// What a channel's state is, as the API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelHealth {
     Ok,
@@ -64,7 +64,7 @@ pub enum ChannelHealth {
 
 /// A channel as `/status` and `/api/v1/channels` show it. No secrets: the provider part is
 /// `describe()`d.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     pub name: String,
     pub kind: &'static str,

@@ -1,0 +1,188 @@
+//! The OpenAPI document (`GET /api/openapi.json`). Paths come from the handlers' own
+//! `#[utoipa::path]` annotations, registered with the router by `utoipa_axum::routes!`, so a
+//! route cannot exist without being described. The body types below describe the JSON the
+//! handlers build; `tests/openapi.rs` checks real answers against them.
+
+// The body types exist to be described (their fields are read by the `ToSchema` derive only).
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use klaxon_core::model::{Attempt, Delivery, Notification, Severity};
+use klaxon_store::DeliverySummary;
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::deliver::registry::ChannelView;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Klaxon",
+        description = "Notifications for trading systems: notifications and events in; history, channels, dead letters, status and metrics out. Every `/api/v1` route takes `Authorization: Bearer <api_token>` when the server has one.",
+    ),
+    modifiers(&Bearer),
+    tags(
+        (name = "notifications", description = "Submit and look up notifications"),
+        (name = "channels", description = "Channels: state, switches, mutes, test sends"),
+        (name = "dead-letters", description = "Deliveries that ended dead, and their retry"),
+        (name = "service", description = "Health, readiness, status, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `{"error": {"code", "message", "field"}}`.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `invalid_field`, `unknown_field`, `not_found`, `store_unavailable`, …
+    pub code: String,
+    pub message: String,
+    /// The field at fault (`severity`, `[3].title`), when there is one.
+    pub field: Option<String>,
+}
+
+/// A notification accepted (`202`) or recognised by its idempotency key (`200`, `duplicate`).
+#[derive(ToSchema)]
+pub struct Accepted {
+    pub id: Uuid,
+    /// `accepted` or `duplicate`.
+    pub status: String,
+    pub deliveries: Vec<DeliverySummary>,
+}
+
+/// A batch's outcome, one result per item in order: accepted ones like [`Accepted`] with their
+/// `index`, rejected ones `{index, error}`.
+#[derive(ToSchema)]
+pub struct BatchResult {
+    pub accepted: usize,
+    pub rejected: usize,
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
+/// A delivery with its attempts (in the detail view; the list leaves them out).
+#[derive(ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub attempts: Option<Vec<Attempt>>,
+}
+
+/// A notification as stored, with its deliveries.
+#[derive(ToSchema)]
+pub struct NotificationRecord {
+    #[serde(flatten)]
+    pub notification: Notification,
+    pub deliveries: Vec<DeliveryDetail>,
+}
+
+#[derive(ToSchema)]
+pub struct NotificationPage {
+    pub items: Vec<NotificationRecord>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// A channel with its queue: `backlog` (deliveries not final) and `dead`.
+#[derive(ToSchema)]
+pub struct ChannelEntry {
+    #[serde(flatten)]
+    pub view: ChannelView,
+    pub backlog: i64,
+    pub dead: i64,
+}
+
+#[derive(ToSchema)]
+pub struct ChannelList {
+    pub channels: Vec<ChannelEntry>,
+}
+
+/// What `PATCH /api/v1/channels/{name}` changes; absent fields stay as they are.
+#[derive(ToSchema)]
+pub struct ChannelPatch {
+    pub enabled: Option<bool>,
+    /// Until then non-critical deliveries wait; `null` unmutes.
+    pub muted_until: Option<DateTime<Utc>>,
+}
+
+#[derive(ToSchema)]
+pub struct TestResult {
+    /// `delivered`, `failed`, or `pending` when the provider had not answered in time.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub notification: NotificationRecord,
+}
+
+/// The notification a dead letter carried, in short.
+#[derive(ToSchema)]
+pub struct NotificationSummary {
+    pub id: Uuid,
+    pub title: Option<String>,
+    pub message: String,
+    pub severity: Severity,
+    pub event_type: Option<String>,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(ToSchema)]
+pub struct DeadLetter {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub notification: NotificationSummary,
+}
+
+#[derive(ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    pub next_cursor: Option<Uuid>,
+}
+
+#[derive(ToSchema)]
+pub struct Requeued {
+    pub requeued: Vec<Uuid>,
+}
+
+#[derive(ToSchema)]
+pub struct HealthBody {
+    /// `ok`, `ready` or `not_ready`.
+    pub status: String,
+    /// The store's state, on `/ready`.
+    pub store: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct StoreState {
+    pub kind: String,
+    pub ok: bool,
+}
+
+#[derive(ToSchema)]
+pub struct Status {
+    pub version: String,
+    pub uptime_secs: i64,
+    pub store: StoreState,
+    /// Deliveries per status.
+    #[schema(value_type = Object)]
+    pub queue: Map<String, Value>,
+    pub in_flight: usize,
+    pub channels: Vec<ChannelEntry>,
+}
