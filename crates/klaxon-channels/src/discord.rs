@@ -202,16 +202,7 @@ impl Channel for Discord {
                 hold,
             };
         }
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(Value::as_i64);
-        let message = json
-            .as_ref()
-            .and_then(|j| j.get("message"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| text.clone());
+        let (code, message) = http::error_fields(json.as_ref(), "message", &text);
         if status == 404 || code == Some(UNKNOWN_WEBHOOK) {
             tracing::error!(channel = %self.name, "Discord says the webhook is gone; disabling the channel");
             return Verdict::Reject {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use klaxon_core::Secret;
 use klaxon_core::secret::redact;
 use klaxon_core::verdict::{Verdict, classify_http, parse_retry_after};
+use serde_json::Value;
 
 /// Provider error bodies are quoted in attempts; keep them short.
 pub const REASON_MAX: usize = 500;
@@ -128,6 +129,29 @@ pub fn classify(
     classify_http(status, retry_after, short(&redact(reason, secrets)))
 }
 
+/// A provider's JSON error body: its numeric `code`, if any, and the text under `message_key`
+/// (Twilio and Discord say `message`, ntfy `error`, Pushover lists `errors`, joined with
+/// `; `). A body that is not JSON, or lacks that text, is quoted raw.
+pub fn error_fields(json: Option<&Value>, message_key: &str, text: &str) -> (Option<i64>, String) {
+    let code = json.and_then(|j| j.get("code")).and_then(Value::as_i64);
+    let message = match json.and_then(|j| j.get(message_key)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => text.to_string(),
+    };
+    (code, message)
+}
+
+/// [`error_fields`] of a body not parsed yet.
+pub fn error_body(text: &str, message_key: &str) -> (Option<i64>, String) {
+    let json: Option<Value> = serde_json::from_str(text).ok();
+    error_fields(json.as_ref(), message_key, text)
+}
+
 pub fn short(text: &str) -> String {
     klaxon_core::render::truncate_chars(text.trim(), REASON_MAX)
 }
@@ -183,6 +207,33 @@ pub fn attachments_note(what: &str, count: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_error_bodies() {
+        let twilio = r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#;
+        assert_eq!(
+            error_body(twilio, "message"),
+            (Some(21211), "Invalid 'To' Phone Number".to_string())
+        );
+        let ntfy = r#"{"code":42901,"http":429,"error":"limit reached"}"#;
+        assert_eq!(
+            error_body(ntfy, "error"),
+            (Some(42901), "limit reached".to_string())
+        );
+        let pushover = r#"{"status":0,"errors":["user is invalid","device is invalid"]}"#;
+        assert_eq!(
+            error_body(pushover, "errors"),
+            (None, "user is invalid; device is invalid".to_string())
+        );
+        assert_eq!(
+            error_body("<html>Bad Gateway</html>", "message"),
+            (None, "<html>Bad Gateway</html>".to_string())
+        );
+        assert_eq!(
+            error_body(r#"{"code":7}"#, "message"),
+            (Some(7), r#"{"code":7}"#.to_string())
+        );
+    }
 
     #[test]
     fn uploads_get_time_for_their_size_within_a_bound() {

@@ -102,16 +102,7 @@ impl Ntfy {
     }
 
     fn failure(&self, status: u16, wait: Option<Duration>, text: &str) -> Verdict {
-        let json: Option<Value> = serde_json::from_str(text).ok();
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(Value::as_i64);
-        let error = json
-            .as_ref()
-            .and_then(|j| j.get("error"))
-            .and_then(Value::as_str)
-            .unwrap_or(text);
+        let (code, error) = http::error_body(text, "error");
         let reason = match code {
             Some(c) => format!("ntfy {status} ({c}): {error}"),
             None => format!("ntfy {status}: {error}"),

@@ -102,17 +102,7 @@ impl Pushover {
 
     /// Pushover's `{status: 0, errors: [...]}`, or the raw text.
     fn errors(text: &str) -> String {
-        serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|j| {
-                j.get("errors").and_then(Value::as_array).map(|e| {
-                    e.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            })
-            .unwrap_or_else(|| text.to_string())
+        http::error_body(text, "errors").1
     }
 
     fn failure(&self, status: u16, wait: Option<Duration>, text: &str) -> Verdict {

@@ -53,16 +53,7 @@ impl Twilio {
 
     /// Twilio's `{code, message}` error, or the status and raw text when the body is not one.
     fn failure(&self, status: u16, wait: Option<Duration>, text: &str) -> Verdict {
-        let json: Option<Value> = serde_json::from_str(text).ok();
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(Value::as_i64);
-        let message = json
-            .as_ref()
-            .and_then(|j| j.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or(text);
+        let (code, message) = http::error_body(text, "message");
         let reason = match code {
             Some(c) => format!("Twilio {status} error {c}: {message}"),
             None => format!("Twilio {status}: {message}"),
