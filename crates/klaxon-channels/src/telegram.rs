@@ -296,8 +296,7 @@ impl Telegram {
         }
         let wait = params
             .and_then(|p| p.retry_after)
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(klaxon_core::verdict::wait_secs)
             .or(header_wait);
         Sent::Failed(http::classify(status, wait, &description, &secrets))
     }
