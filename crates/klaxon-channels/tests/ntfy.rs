@@ -8,7 +8,6 @@ use common::*;
 use klaxon_channels::ntfy::Ntfy;
 use klaxon_channels::{Channel, HealthState};
 use klaxon_core::channel_url::{NtfyAuth, NtfySpec};
-use klaxon_core::model::Attachment;
 use klaxon_core::secret::Secret;
 use klaxon_core::{Notification, Severity};
 use klaxon_fakes::ntfy::FakeNtfy;
@@ -33,15 +32,6 @@ fn alert() -> Notification {
         .severity(Severity::Critical)
         .data("symbol", "MNQ")
         .tag("risk")
-}
-
-fn file(name: &str, content_type: &str, bytes: &[u8]) -> Attachment {
-    use base64::Engine as _;
-    Attachment {
-        filename: name.into(),
-        content_type: content_type.into(),
-        content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-    }
 }
 
 #[tokio::test]
@@ -97,6 +87,24 @@ async fn first_file_goes_by_put_and_the_rest_are_noted() {
     assert_eq!(m.message, "Drawdown \\*5.2%\\* \\> 5%\n\n**symbol**: MNQ");
     assert_eq!(m.priority, 5);
     assert!(m.markdown);
+}
+
+#[tokio::test]
+async fn a_file_of_several_megabytes_is_sent() {
+    // ntfy takes files up to 15 MB; the fake must not stop at a web framework's default body
+    // limit (2 MB) and make a valid upload look refused.
+    let fake = FakeNtfy::start().await;
+    let ch = channel(&fake);
+    let mut n = alert();
+    n.attachments.push(file(
+        "dump.bin",
+        "application/octet-stream",
+        &vec![7u8; 3_000_000],
+    ));
+    let report = send(&ch, &n).await;
+    assert!(is_delivered(&report.verdict), "{report:?}");
+    let m = fake.messages().pop().unwrap();
+    assert_eq!(m.attachment.unwrap().bytes.len(), 3_000_000);
 }
 
 #[tokio::test]

@@ -328,6 +328,9 @@ fn parse_plain(topic: &str, headers: &HeaderMap, body: &[u8]) -> Result<Publish,
 }
 
 impl Provider for Shared {
+    /// Files up to [`MAX_ATTACHMENT_BYTES`] must reach the fake's own 413 41301 check.
+    const BODY_LIMIT: usize = MAX_ATTACHMENT_BYTES + 1024 * 1024;
+
     fn intake(&self) -> &Intake {
         &self.intake
     }

@@ -228,6 +228,9 @@ impl Shared {
 }
 
 impl Provider for Shared {
+    /// An image up to [`MAX_ATTACHMENT`] plus the form fields must reach the fake's checks.
+    const BODY_LIMIT: usize = MAX_ATTACHMENT + 1024 * 1024;
+
     fn intake(&self) -> &Intake {
         &self.intake
     }

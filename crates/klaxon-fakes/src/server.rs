@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
 use hyper::server::conn::http1;
@@ -113,6 +113,10 @@ impl Drop for Server {
 /// Pushover): it states only its own answers; counting, injected faults and serving are
 /// [`handle`]'s.
 pub(crate) trait Provider: Send + Sync + 'static {
+    /// The largest body read at all; past it the answer is a bare 413. Axum's own default is
+    /// 2 MB, below what ntfy and Pushover accept as files, so each fake states its own.
+    const BODY_LIMIT: usize;
+
     fn intake(&self) -> &Intake;
     /// The provider's error answer for an injected failure with this status.
     fn injected(&self, status: u16) -> Response;
@@ -140,6 +144,7 @@ impl Server {
         Self::start(
             Router::new()
                 .fallback(handle::<P>)
+                .layer(DefaultBodyLimit::max(P::BODY_LIMIT))
                 .with_state(Arc::clone(shared)),
         )
         .await

@@ -119,6 +119,9 @@ impl FakeSlack {
 }
 
 impl Provider for Shared {
+    /// JSON only: Slack has no uploads through incoming webhooks.
+    const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
     fn intake(&self) -> &Intake {
         &self.intake
     }

@@ -151,6 +151,9 @@ fn address(s: &str) -> Option<bool> {
 }
 
 impl Provider for Shared {
+    /// Forms only: media go by URL (`MediaUrl`), never in the body.
+    const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
     fn intake(&self) -> &Intake {
         &self.intake
     }

@@ -43,6 +43,16 @@ pub fn assert_no_secret(ch: &dyn Channel, report: &SendReport) {
     }
 }
 
+/// An attachment as the API receives it: the bytes in base64.
+pub fn file(name: &str, content_type: &str, bytes: &[u8]) -> klaxon_core::model::Attachment {
+    use base64::Engine as _;
+    klaxon_core::model::Attachment {
+        filename: name.into(),
+        content_type: content_type.into(),
+        content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+    }
+}
+
 pub fn is_delivered(v: &Verdict) -> bool {
     matches!(v, Verdict::Delivered { .. })
 }
