@@ -46,6 +46,51 @@ fn source_chain(e: &reqwest::Error) -> String {
     }
 }
 
+/// Sends a built request with the channel's timeout and reads the whole answer: status,
+/// `Retry-After` and body text. A transport failure, sending or reading, comes back as its
+/// verdict, the URL never quoted.
+pub async fn exchange(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(u16, Option<Duration>, String), Verdict> {
+    let failed = |e: reqwest::Error| transport_error(&e, timeout, secrets);
+    let resp = req.timeout(timeout).send().await.map_err(failed)?;
+    let status = resp.status().as_u16();
+    let wait = retry_after(resp.headers());
+    let text = resp.text().await.map_err(failed)?;
+    Ok((status, wait, text))
+}
+
+/// Decodes an attachment that must fit `max` bytes. When it cannot go, a note says why
+/// (`over_limit` names the limit: "ntfy's 15 MB attachment limit") and `None` comes back.
+pub fn decode_file(
+    a: &klaxon_core::model::Attachment,
+    max: usize,
+    over_limit: &str,
+    notes: &mut Vec<String>,
+) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(&a.content_base64) {
+        Ok(bytes) if bytes.len() <= max => Some(bytes),
+        Ok(bytes) => {
+            notes.push(format!(
+                "{} ({} bytes) is over {over_limit} and was not sent",
+                a.filename,
+                bytes.len()
+            ));
+            None
+        }
+        Err(_) => {
+            notes.push(format!(
+                "{} is not valid base64 and was not sent",
+                a.filename
+            ));
+            None
+        }
+    }
+}
+
 /// POSTs JSON with the channel's timeout; a transport failure comes back as its verdict.
 pub async fn post_json(
     client: &reqwest::Client,

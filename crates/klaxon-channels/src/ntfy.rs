@@ -145,21 +145,15 @@ impl Channel for Ntfy {
     async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
         let m = render(n, &self.spec.tags);
         let mut notes = Vec::new();
-        let mut file = None;
-        if let Some(first) = n.attachments.first() {
-            match base64::engine::general_purpose::STANDARD.decode(&first.content_base64) {
-                Ok(bytes) if bytes.len() <= ATTACHMENT_MAX => file = Some((first, bytes)),
-                Ok(bytes) => notes.push(format!(
-                    "{} ({} bytes) is over ntfy's 15 MB attachment limit and was not sent",
-                    first.filename,
-                    bytes.len()
-                )),
-                Err(_) => notes.push(format!(
-                    "{} is not valid base64 and was not sent",
-                    first.filename
-                )),
-            }
-        }
+        let file = n.attachments.first().and_then(|first| {
+            let bytes = http::decode_file(
+                first,
+                ATTACHMENT_MAX,
+                "ntfy's 15 MB attachment limit",
+                &mut notes,
+            )?;
+            Some((first, bytes))
+        });
         notes.extend(http::attachments_note(
             "ntfy takes one file per message",
             n.attachments.len().saturating_sub(1),
@@ -169,16 +163,11 @@ impl Channel for Ntfy {
             None => self.json_request(&m),
         };
         let secrets = self.all_secrets();
-        let resp = match self.authorize(req).timeout(self.timeout).send().await {
-            Ok(r) => r,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
-        };
+        let (status, wait, text) =
+            match http::exchange(self.authorize(req), self.timeout, &secrets).await {
+                Ok(answer) => answer,
+                Err(v) => return v.into(),
+            };
         let verdict = if (200..300).contains(&status) {
             let id = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -187,11 +176,7 @@ impl Channel for Ntfy {
         } else {
             self.failure(status, wait, &text)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

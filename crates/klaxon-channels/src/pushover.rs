@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use klaxon_core::channel_url::PushoverSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::model::Attachment;
@@ -76,18 +75,8 @@ impl Pushover {
                 left += 1;
                 continue;
             }
-            match base64::engine::general_purpose::STANDARD.decode(&a.content_base64) {
-                Ok(bytes) if bytes.len() <= ATTACHMENT_MAX => chosen = Some((a, bytes)),
-                Ok(bytes) => notes.push(format!(
-                    "{} ({} bytes) is over Pushover's 5 MB limit and was not sent",
-                    a.filename,
-                    bytes.len()
-                )),
-                Err(_) => notes.push(format!(
-                    "{} is not valid base64 and was not sent",
-                    a.filename
-                )),
-            }
+            chosen = http::decode_file(a, ATTACHMENT_MAX, "Pushover's 5 MB limit", notes)
+                .map(|bytes| (a, bytes));
         }
         notes.extend(http::attachments_note(
             "Pushover takes one image per message",
@@ -185,16 +174,10 @@ impl Channel for Pushover {
             }
         };
         let secrets = self.secrets_arr();
-        let resp = match req.timeout(self.timeout).send().await {
-            Ok(r) => r,
+        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
             // Pushover asks for 5 s between retries after a failed connection too.
-            Err(e) => return Self::floor(http::transport_error(&e, self.timeout, &secrets)).into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return Self::floor(http::transport_error(&e, self.timeout, &secrets)).into(),
+            Err(v) => return Self::floor(v).into(),
         };
         let json: Option<Value> = serde_json::from_str(&text).ok();
         let ok = json
@@ -226,11 +209,7 @@ impl Channel for Pushover {
         } else {
             self.failure(status, wait, &text)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -437,11 +437,7 @@ impl Telegram {
         loop {
             match self.send_one(&chat, payload, mode, as_document).await {
                 Sent::Ok(id) => {
-                    return SendReport {
-                        verdict: http::delivered(id),
-                        note: (!notes.is_empty()).then(|| notes.join("; ")),
-                        hold: None,
-                    };
+                    return SendReport::noted(http::delivered(id), &notes);
                 }
                 Sent::CantParse(why) if plain_retry && mode != ParseMode::Plain => {
                     // Our escaping should make this impossible; if Telegram disagrees, the
@@ -483,11 +479,7 @@ impl Telegram {
                     return Verdict::reject(format!("chat migrated twice (now {new})")).into();
                 }
                 Sent::Failed(v) => {
-                    return SendReport {
-                        verdict: v,
-                        note: (!notes.is_empty()).then(|| notes.join("; ")),
-                        hold: None,
-                    };
+                    return SendReport::noted(v, &notes);
                 }
             }
         }

@@ -115,23 +115,14 @@ impl Channel for Twilio {
             ("Body", &body),
         ];
         let secrets = [&self.spec.auth_token];
-        let resp = match self
+        let req = self
             .http
             .post(format!("{}/Messages.json", self.account_url()))
-            .timeout(self.timeout)
             .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()))
-            .form(&form)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
+            .form(&form);
+        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(v) => return v.into(),
         };
         let mut notes = Vec::new();
         if !self.spec.is_whatsapp() {
@@ -160,11 +151,7 @@ impl Channel for Twilio {
         } else {
             self.failure(status, wait, &text)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {
