@@ -62,6 +62,26 @@ pub async fn exchange(
     Ok((status, wait, text))
 }
 
+/// Sends a health-check request with the channel's timeout: status and body text (empty when
+/// the body cannot be read, so the status decides), or the unhealthy state of a transport
+/// failure, the URL never quoted.
+pub async fn probe(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(u16, String), crate::Health> {
+    match req.timeout(timeout).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            Ok((status, resp.text().await.unwrap_or_default()))
+        }
+        Err(e) => Err(crate::Health::from_verdict(
+            &transport_error(&e, timeout, secrets),
+            "",
+        )),
+    }
+}
+
 /// Decodes an attachment that must fit `max` bytes. When it cannot go, a note says why
 /// (`over_limit` names the limit: "ntfy's 15 MB attachment limit") and `None` comes back.
 pub fn decode_file(

@@ -186,21 +186,11 @@ impl Channel for Ntfy {
     /// `GET /v1/health`: the server is up and says so; publishes nothing.
     async fn check(&self) -> Health {
         let secrets = self.all_secrets();
-        let req = self
-            .http
-            .get(format!("{}/v1/health", self.spec.server))
-            .timeout(self.timeout);
-        let resp = match self.authorize(req).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Health::from_verdict(
-                    &http::transport_error(&e, self.timeout, &secrets),
-                    "",
-                );
-            }
+        let req = self.http.get(format!("{}/v1/health", self.spec.server));
+        let (status, text) = match http::probe(self.authorize(req), self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(health) => return health,
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
             return Health::from_verdict(&self.failure(status, None, &text), "");
         }

@@ -226,24 +226,14 @@ impl Channel for Pushover {
         if let [one] = self.spec.devices.as_slice() {
             form.push(("device", one.clone()));
         }
-        let resp = match self
+        let req = self
             .http
             .post(format!("{}/1/users/validate.json", self.spec.api_base))
-            .timeout(self.timeout)
-            .form(&form)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Health::from_verdict(
-                    &http::transport_error(&e, self.timeout, &secrets),
-                    "",
-                );
-            }
+            .form(&form);
+        let (status, text) = match http::probe(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(health) => return health,
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         let json: Option<Value> = serde_json::from_str(&text).ok();
         let ok = json
             .as_ref()

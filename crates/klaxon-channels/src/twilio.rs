@@ -161,24 +161,14 @@ impl Channel for Twilio {
     /// Fetches the account: proves the SID and token without sending anything.
     async fn check(&self) -> Health {
         let secrets = [&self.spec.auth_token];
-        let resp = match self
+        let req = self
             .http
             .get(format!("{}.json", self.account_url()))
-            .timeout(self.timeout)
-            .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Health::from_verdict(
-                    &http::transport_error(&e, self.timeout, &secrets),
-                    "",
-                );
-            }
+            .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()));
+        let (status, text) = match http::probe(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(health) => return health,
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
             return Health::from_verdict(&self.failure(status, None, &text), "");
         }
