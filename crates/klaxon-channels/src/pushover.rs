@@ -138,6 +138,12 @@ impl Pushover {
     }
 }
 
+/// Pushover's own word on a request: `{"status": 1}` is the only acceptance, whatever the
+/// HTTP status says.
+fn accepted(json: Option<&Value>) -> bool {
+    json.and_then(|j| j.get("status")).and_then(Value::as_i64) == Some(1)
+}
+
 #[async_trait]
 impl Channel for Pushover {
     fn kind(&self) -> &'static str {
@@ -180,11 +186,7 @@ impl Channel for Pushover {
             Err(v) => return Self::floor(v).into(),
         };
         let json: Option<Value> = serde_json::from_str(&text).ok();
-        let ok = json
-            .as_ref()
-            .and_then(|j| j.get("status"))
-            .and_then(Value::as_i64)
-            == Some(1);
+        let ok = accepted(json.as_ref());
         let verdict = if (200..300).contains(&status) && ok {
             let field = |k: &str| {
                 json.as_ref()
@@ -235,11 +237,7 @@ impl Channel for Pushover {
             Err(health) => return health,
         };
         let json: Option<Value> = serde_json::from_str(&text).ok();
-        let ok = json
-            .as_ref()
-            .and_then(|j| j.get("status"))
-            .and_then(Value::as_i64)
-            == Some(1);
+        let ok = accepted(json.as_ref());
         if !ok {
             return Health::failed(http::short(&klaxon_core::secret::redact(
                 &format!("Pushover {status}: {}", Self::errors(&text)),
