@@ -158,16 +158,27 @@ impl Channel for Ntfy {
             "ntfy takes one file per message",
             n.attachments.len().saturating_sub(1),
         ));
+        let with_file = file.is_some();
         let req = match file {
             Some((a, bytes)) => self.file_request(&m, a, bytes),
             None => self.json_request(&m),
         };
         let secrets = self.all_secrets();
-        let (status, wait, text) =
-            match http::exchange(self.authorize(req), self.timeout, &secrets).await {
-                Ok(answer) => answer,
-                Err(v) => return v.into(),
-            };
+        let mut answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+        if with_file && matches!(answer, Ok((413, _, _))) {
+            // The server's own limit (or the visitor's attachment quota) is below ours: the
+            // file cannot go, but the alert can, as text, rather than be lost with it.
+            notes.push(format!(
+                "{} not sent: the ntfy server refused the file as too large (413)",
+                n.attachments[0].filename
+            ));
+            let req = self.json_request(&m);
+            answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+        }
+        let (status, wait, text) = match answer {
+            Ok(answer) => answer,
+            Err(v) => return v.into(),
+        };
         let verdict = if (200..300).contains(&status) {
             let id = serde_json::from_str::<Value>(&text)
                 .ok()

@@ -108,6 +108,28 @@ async fn a_file_of_several_megabytes_is_sent() {
 }
 
 #[tokio::test]
+async fn a_file_the_server_refuses_as_too_large_leaves_the_text_to_go() {
+    // A self-hosted server's attachment limit, or ntfy.sh's per-visitor quota, can be below
+    // 15 MB: its 413 refuses the file, and must not lose the alert with it.
+    let fake = FakeNtfy::start().await;
+    let ch = channel(&fake);
+    let mut n = alert();
+    n.attachments
+        .push(file("chart.png", "image/png", &[0x89, b'P', b'N', b'G']));
+    fake.fail_next(1, 413);
+    let report = send(&ch, &n).await;
+    assert!(is_delivered(&report.verdict), "{report:?}");
+    assert_eq!(
+        report.note.as_deref(),
+        Some("chart.png not sent: the ntfy server refused the file as too large (413)")
+    );
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].json && msgs[0].attachment.is_none());
+    assert_eq!(fake.rejected()[0].1["code"], 41301);
+}
+
+#[tokio::test]
 async fn long_messages_stay_text() {
     let fake = FakeNtfy::start().await;
     let ch = channel(&fake);
