@@ -12,7 +12,7 @@ use base64::Engine;
 use klaxon_core::channel_url::DiscordSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::render::discord::render;
-use klaxon_core::verdict::parse_retry_after;
+use klaxon_core::verdict::wait_secs;
 use klaxon_core::{Notification, Secret, Verdict};
 use serde_json::{Value, json};
 
@@ -129,6 +129,14 @@ fn header_f64(h: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// The bucket is empty: hold the webhook until it resets, before Discord has to say 429.
+fn hold_for(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    (header_f64(headers, "x-ratelimit-remaining") == Some(0.0))
+        .then(|| header_f64(headers, "x-ratelimit-reset-after"))
+        .flatten()
+        .and_then(wait_secs)
+}
+
 #[async_trait]
 impl Channel for Discord {
     fn kind(&self) -> &'static str {
@@ -182,12 +190,7 @@ impl Channel for Discord {
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        // The bucket is empty: hold the webhook until it resets, before Discord has to say 429.
-        let hold = (header_f64(&headers, "x-ratelimit-remaining") == Some(0.0))
-            .then(|| header_f64(&headers, "x-ratelimit-reset-after"))
-            .flatten()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+        let hold = hold_for(&headers);
         let text = resp.text().await.unwrap_or_default();
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
@@ -202,22 +205,14 @@ impl Channel for Discord {
                 hold,
             };
         }
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(Value::as_i64);
-        let message = json
-            .as_ref()
-            .and_then(|j| j.get("message"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| text.clone());
+        let (code, message) = http::error_fields(json.as_ref(), "message", &text);
         if status == 404 || code == Some(UNKNOWN_WEBHOOK) {
             tracing::error!(channel = %self.name, "Discord says the webhook is gone; disabling the channel");
             return Verdict::Reject {
+                // Whatever answered may have quoted the URL, and the URL holds the token.
                 reason: format!(
                     "Discord: {} (the webhook was deleted; create a new one)",
-                    http::short(&message)
+                    http::short(&klaxon_core::secret::redact(&message, &secrets))
                 ),
                 status: Some(status),
                 disable_channel: true,
@@ -229,7 +224,7 @@ impl Channel for Discord {
             .as_ref()
             .and_then(|j| j.get("retry_after"))
             .and_then(|v| v.as_f64())
-            .and_then(|s| parse_retry_after(&s.to_string()))
+            .and_then(wait_secs)
             .or_else(|| http::retry_after(&headers));
         let detail = match json.as_ref().and_then(|j| j.get("errors")) {
             Some(e) => format!("{message} {e}"),
@@ -275,5 +270,36 @@ impl Channel for Discord {
         } else {
             http::check_failed(status, &field("message").unwrap_or(text), &secrets)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(remaining: &'static str, reset_after: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static(remaining));
+        h.insert(
+            "x-ratelimit-reset-after",
+            HeaderValue::from_static(reset_after),
+        );
+        h
+    }
+
+    #[test]
+    fn an_empty_bucket_holds_the_webhook_and_absurd_resets_do_not_panic() {
+        assert_eq!(
+            hold_for(&headers("0", "1.5")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(hold_for(&headers("1", "1.5")), None);
+        assert_eq!(hold_for(&headers("0", "-3")), None);
+        // `Duration::from_secs_f64(1e20)` panics; a hostile or broken proxy must not crash a send.
+        assert_eq!(
+            hold_for(&headers("0", "1e20")),
+            Some(Duration::from_secs(86_400))
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use klaxon_core::Secret;
 use klaxon_core::secret::redact;
 use klaxon_core::verdict::{Verdict, classify_http, parse_retry_after};
+use serde_json::Value;
 
 /// Provider error bodies are quoted in attempts; keep them short.
 pub const REASON_MAX: usize = 500;
@@ -42,6 +43,71 @@ fn source_chain(e: &reqwest::Error) -> String {
         s
     } else {
         parts.join(": ")
+    }
+}
+
+/// Sends a built request with the channel's timeout and reads the whole answer: status,
+/// `Retry-After` and body text. A transport failure, sending or reading, comes back as its
+/// verdict, the URL never quoted.
+pub async fn exchange(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(u16, Option<Duration>, String), Verdict> {
+    let failed = |e: reqwest::Error| transport_error(&e, timeout, secrets);
+    let resp = req.timeout(timeout).send().await.map_err(failed)?;
+    let status = resp.status().as_u16();
+    let wait = retry_after(resp.headers());
+    let text = resp.text().await.map_err(failed)?;
+    Ok((status, wait, text))
+}
+
+/// Sends a health-check request with the channel's timeout: status and body text (empty when
+/// the body cannot be read, so the status decides), or the unhealthy state of a transport
+/// failure, the URL never quoted.
+pub async fn probe(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(u16, String), crate::Health> {
+    match req.timeout(timeout).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            Ok((status, resp.text().await.unwrap_or_default()))
+        }
+        Err(e) => Err(crate::Health::from_verdict(
+            &transport_error(&e, timeout, secrets),
+            "",
+        )),
+    }
+}
+
+/// Decodes an attachment that must fit `max` bytes. When it cannot go, a note says why
+/// (`over_limit` names the limit: "ntfy's 15 MB attachment limit") and `None` comes back.
+pub fn decode_file(
+    a: &klaxon_core::model::Attachment,
+    max: usize,
+    over_limit: &str,
+    notes: &mut Vec<String>,
+) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(&a.content_base64) {
+        Ok(bytes) if bytes.len() <= max => Some(bytes),
+        Ok(bytes) => {
+            notes.push(format!(
+                "{} ({} bytes) is over {over_limit} and was not sent",
+                a.filename,
+                bytes.len()
+            ));
+            None
+        }
+        Err(_) => {
+            notes.push(format!(
+                "{} is not valid base64 and was not sent",
+                a.filename
+            ));
+            None
+        }
     }
 }
 
@@ -128,6 +194,29 @@ pub fn classify(
     classify_http(status, retry_after, short(&redact(reason, secrets)))
 }
 
+/// A provider's JSON error body: its numeric `code`, if any, and the text under `message_key`
+/// (Twilio and Discord say `message`, ntfy `error`, Pushover lists `errors`, joined with
+/// `; `). A body that is not JSON, or lacks that text, is quoted raw.
+pub fn error_fields(json: Option<&Value>, message_key: &str, text: &str) -> (Option<i64>, String) {
+    let code = json.and_then(|j| j.get("code")).and_then(Value::as_i64);
+    let message = match json.and_then(|j| j.get(message_key)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => text.to_string(),
+    };
+    (code, message)
+}
+
+/// [`error_fields`] of a body not parsed yet.
+pub fn error_body(text: &str, message_key: &str) -> (Option<i64>, String) {
+    let json: Option<Value> = serde_json::from_str(text).ok();
+    error_fields(json.as_ref(), message_key, text)
+}
+
 pub fn short(text: &str) -> String {
     klaxon_core::render::truncate_chars(text.trim(), REASON_MAX)
 }
@@ -183,6 +272,33 @@ pub fn attachments_note(what: &str, count: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_error_bodies() {
+        let twilio = r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#;
+        assert_eq!(
+            error_body(twilio, "message"),
+            (Some(21211), "Invalid 'To' Phone Number".to_string())
+        );
+        let ntfy = r#"{"code":42901,"http":429,"error":"limit reached"}"#;
+        assert_eq!(
+            error_body(ntfy, "error"),
+            (Some(42901), "limit reached".to_string())
+        );
+        let pushover = r#"{"status":0,"errors":["user is invalid","device is invalid"]}"#;
+        assert_eq!(
+            error_body(pushover, "errors"),
+            (None, "user is invalid; device is invalid".to_string())
+        );
+        assert_eq!(
+            error_body("<html>Bad Gateway</html>", "message"),
+            (None, "<html>Bad Gateway</html>".to_string())
+        );
+        assert_eq!(
+            error_body(r#"{"code":7}"#, "message"),
+            (Some(7), r#"{"code":7}"#.to_string())
+        );
+    }
 
     #[test]
     fn uploads_get_time_for_their_size_within_a_bound() {

@@ -51,6 +51,17 @@ pub struct SendReport {
     pub hold: Option<Duration>,
 }
 
+impl SendReport {
+    /// The verdict with the notes gathered on the way, joined with `; ` (none: no note).
+    pub fn noted(verdict: Verdict, notes: &[String]) -> Self {
+        SendReport {
+            verdict,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            hold: None,
+        }
+    }
+}
+
 impl From<Verdict> for SendReport {
     fn from(verdict: Verdict) -> Self {
         SendReport {

@@ -102,16 +102,7 @@ impl Ntfy {
     }
 
     fn failure(&self, status: u16, wait: Option<Duration>, text: &str) -> Verdict {
-        let json: Option<Value> = serde_json::from_str(text).ok();
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(Value::as_i64);
-        let error = json
-            .as_ref()
-            .and_then(|j| j.get("error"))
-            .and_then(Value::as_str)
-            .unwrap_or(text);
+        let (code, error) = http::error_body(text, "error");
         let reason = match code {
             Some(c) => format!("ntfy {status} ({c}): {error}"),
             None => format!("ntfy {status}: {error}"),
@@ -154,39 +145,39 @@ impl Channel for Ntfy {
     async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
         let m = render(n, &self.spec.tags);
         let mut notes = Vec::new();
-        let mut file = None;
-        if let Some(first) = n.attachments.first() {
-            match base64::engine::general_purpose::STANDARD.decode(&first.content_base64) {
-                Ok(bytes) if bytes.len() <= ATTACHMENT_MAX => file = Some((first, bytes)),
-                Ok(bytes) => notes.push(format!(
-                    "{} ({} bytes) is over ntfy's 15 MB attachment limit and was not sent",
-                    first.filename,
-                    bytes.len()
-                )),
-                Err(_) => notes.push(format!(
-                    "{} is not valid base64 and was not sent",
-                    first.filename
-                )),
-            }
-        }
+        let file = n.attachments.first().and_then(|first| {
+            let bytes = http::decode_file(
+                first,
+                ATTACHMENT_MAX,
+                "ntfy's 15 MB attachment limit",
+                &mut notes,
+            )?;
+            Some((first, bytes))
+        });
         notes.extend(http::attachments_note(
             "ntfy takes one file per message",
             n.attachments.len().saturating_sub(1),
         ));
+        let with_file = file.is_some();
         let req = match file {
             Some((a, bytes)) => self.file_request(&m, a, bytes),
             None => self.json_request(&m),
         };
         let secrets = self.all_secrets();
-        let resp = match self.authorize(req).timeout(self.timeout).send().await {
-            Ok(r) => r,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
+        let mut answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+        if with_file && matches!(answer, Ok((413, _, _))) {
+            // The server's own limit (or the visitor's attachment quota) is below ours: the
+            // file cannot go, but the alert can, as text, rather than be lost with it.
+            notes.push(format!(
+                "{} not sent: the ntfy server refused the file as too large (413)",
+                n.attachments[0].filename
+            ));
+            let req = self.json_request(&m);
+            answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+        }
+        let (status, wait, text) = match answer {
+            Ok(answer) => answer,
+            Err(v) => return v.into(),
         };
         let verdict = if (200..300).contains(&status) {
             let id = serde_json::from_str::<Value>(&text)
@@ -196,11 +187,7 @@ impl Channel for Ntfy {
         } else {
             self.failure(status, wait, &text)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {
@@ -210,21 +197,11 @@ impl Channel for Ntfy {
     /// `GET /v1/health`: the server is up and says so; publishes nothing.
     async fn check(&self) -> Health {
         let secrets = self.all_secrets();
-        let req = self
-            .http
-            .get(format!("{}/v1/health", self.spec.server))
-            .timeout(self.timeout);
-        let resp = match self.authorize(req).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Health::from_verdict(
-                    &http::transport_error(&e, self.timeout, &secrets),
-                    "",
-                );
-            }
+        let req = self.http.get(format!("{}/v1/health", self.spec.server));
+        let (status, text) = match http::probe(self.authorize(req), self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(health) => return health,
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
             return Health::from_verdict(&self.failure(status, None, &text), "");
         }

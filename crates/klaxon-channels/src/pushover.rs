@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use klaxon_core::channel_url::PushoverSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::model::Attachment;
@@ -76,18 +75,8 @@ impl Pushover {
                 left += 1;
                 continue;
             }
-            match base64::engine::general_purpose::STANDARD.decode(&a.content_base64) {
-                Ok(bytes) if bytes.len() <= ATTACHMENT_MAX => chosen = Some((a, bytes)),
-                Ok(bytes) => notes.push(format!(
-                    "{} ({} bytes) is over Pushover's 5 MB limit and was not sent",
-                    a.filename,
-                    bytes.len()
-                )),
-                Err(_) => notes.push(format!(
-                    "{} is not valid base64 and was not sent",
-                    a.filename
-                )),
-            }
+            chosen = http::decode_file(a, ATTACHMENT_MAX, "Pushover's 5 MB limit", notes)
+                .map(|bytes| (a, bytes));
         }
         notes.extend(http::attachments_note(
             "Pushover takes one image per message",
@@ -102,17 +91,7 @@ impl Pushover {
 
     /// Pushover's `{status: 0, errors: [...]}`, or the raw text.
     fn errors(text: &str) -> String {
-        serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|j| {
-                j.get("errors").and_then(Value::as_array).map(|e| {
-                    e.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            })
-            .unwrap_or_else(|| text.to_string())
+        http::error_body(text, "errors").1
     }
 
     fn failure(&self, status: u16, wait: Option<Duration>, text: &str) -> Verdict {
@@ -159,6 +138,12 @@ impl Pushover {
     }
 }
 
+/// Pushover's own word on a request: `{"status": 1}` is the only acceptance, whatever the
+/// HTTP status says.
+fn accepted(json: Option<&Value>) -> bool {
+    json.and_then(|j| j.get("status")).and_then(Value::as_i64) == Some(1)
+}
+
 #[async_trait]
 impl Channel for Pushover {
     fn kind(&self) -> &'static str {
@@ -195,23 +180,13 @@ impl Channel for Pushover {
             }
         };
         let secrets = self.secrets_arr();
-        let resp = match req.timeout(self.timeout).send().await {
-            Ok(r) => r,
+        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
             // Pushover asks for 5 s between retries after a failed connection too.
-            Err(e) => return Self::floor(http::transport_error(&e, self.timeout, &secrets)).into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return Self::floor(http::transport_error(&e, self.timeout, &secrets)).into(),
+            Err(v) => return Self::floor(v).into(),
         };
         let json: Option<Value> = serde_json::from_str(&text).ok();
-        let ok = json
-            .as_ref()
-            .and_then(|j| j.get("status"))
-            .and_then(Value::as_i64)
-            == Some(1);
+        let ok = accepted(json.as_ref());
         let verdict = if (200..300).contains(&status) && ok {
             let field = |k: &str| {
                 json.as_ref()
@@ -236,11 +211,7 @@ impl Channel for Pushover {
         } else {
             self.failure(status, wait, &text)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {
@@ -257,30 +228,16 @@ impl Channel for Pushover {
         if let [one] = self.spec.devices.as_slice() {
             form.push(("device", one.clone()));
         }
-        let resp = match self
+        let req = self
             .http
             .post(format!("{}/1/users/validate.json", self.spec.api_base))
-            .timeout(self.timeout)
-            .form(&form)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Health::from_verdict(
-                    &http::transport_error(&e, self.timeout, &secrets),
-                    "",
-                );
-            }
+            .form(&form);
+        let (status, text) = match http::probe(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(health) => return health,
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         let json: Option<Value> = serde_json::from_str(&text).ok();
-        let ok = json
-            .as_ref()
-            .and_then(|j| j.get("status"))
-            .and_then(Value::as_i64)
-            == Some(1);
+        let ok = accepted(json.as_ref());
         if !ok {
             return Health::failed(http::short(&klaxon_core::secret::redact(
                 &format!("Pushover {status}: {}", Self::errors(&text)),

@@ -66,15 +66,10 @@ impl Channel for Slack {
         );
         let secrets = [&self.spec.token];
         let body = render(n);
-        let resp = match http::post_json(&self.http, url, self.timeout, &body, &secrets).await {
-            Ok(r) => r,
+        let req = self.http.post(url).json(&body);
+        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
             Err(v) => return v.into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
         };
         let word = text.trim();
         let mut notes = Vec::new();
@@ -92,11 +87,7 @@ impl Channel for Slack {
                     http::short(&klaxon_core::secret::redact(word, &secrets))
                 ));
             }
-            return SendReport {
-                verdict: http::delivered(None),
-                note: (!notes.is_empty()).then(|| notes.join("; ")),
-                hold: None,
-            };
+            return SendReport::noted(http::delivered(None), &notes);
         }
         let reason = format!("Slack {status}: {word}");
         let verdict = if GONE.contains(&word) || status == 404 || status == 410 {
@@ -114,11 +105,7 @@ impl Channel for Slack {
         } else {
             http::classify(status, wait, &reason, &secrets)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -296,8 +296,7 @@ impl Telegram {
         }
         let wait = params
             .and_then(|p| p.retry_after)
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(klaxon_core::verdict::wait_secs)
             .or(header_wait);
         Sent::Failed(http::classify(status, wait, &description, &secrets))
     }
@@ -438,11 +437,7 @@ impl Telegram {
         loop {
             match self.send_one(&chat, payload, mode, as_document).await {
                 Sent::Ok(id) => {
-                    return SendReport {
-                        verdict: http::delivered(id),
-                        note: (!notes.is_empty()).then(|| notes.join("; ")),
-                        hold: None,
-                    };
+                    return SendReport::noted(http::delivered(id), &notes);
                 }
                 Sent::CantParse(why) if plain_retry && mode != ParseMode::Plain => {
                     // Our escaping should make this impossible; if Telegram disagrees, the
@@ -484,11 +479,7 @@ impl Telegram {
                     return Verdict::reject(format!("chat migrated twice (now {new})")).into();
                 }
                 Sent::Failed(v) => {
-                    return SendReport {
-                        verdict: v,
-                        note: (!notes.is_empty()).then(|| notes.join("; ")),
-                        hold: None,
-                    };
+                    return SendReport::noted(v, &notes);
                 }
             }
         }

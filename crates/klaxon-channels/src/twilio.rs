@@ -53,16 +53,7 @@ impl Twilio {
 
     /// Twilio's `{code, message}` error, or the status and raw text when the body is not one.
     fn failure(&self, status: u16, wait: Option<Duration>, text: &str) -> Verdict {
-        let json: Option<Value> = serde_json::from_str(text).ok();
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(Value::as_i64);
-        let message = json
-            .as_ref()
-            .and_then(|j| j.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or(text);
+        let (code, message) = http::error_body(text, "message");
         let reason = match code {
             Some(c) => format!("Twilio {status} error {c}: {message}"),
             None => format!("Twilio {status}: {message}"),
@@ -124,23 +115,14 @@ impl Channel for Twilio {
             ("Body", &body),
         ];
         let secrets = [&self.spec.auth_token];
-        let resp = match self
+        let req = self
             .http
             .post(format!("{}/Messages.json", self.account_url()))
-            .timeout(self.timeout)
             .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()))
-            .form(&form)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
-        };
-        let status = resp.status().as_u16();
-        let wait = http::retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return http::transport_error(&e, self.timeout, &secrets).into(),
+            .form(&form);
+        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(v) => return v.into(),
         };
         let mut notes = Vec::new();
         if !self.spec.is_whatsapp() {
@@ -169,11 +151,7 @@ impl Channel for Twilio {
         } else {
             self.failure(status, wait, &text)
         };
-        SendReport {
-            verdict,
-            note: (!notes.is_empty()).then(|| notes.join("; ")),
-            hold: None,
-        }
+        SendReport::noted(verdict, &notes)
     }
 
     fn secrets(&self) -> Vec<&Secret> {
@@ -183,24 +161,14 @@ impl Channel for Twilio {
     /// Fetches the account: proves the SID and token without sending anything.
     async fn check(&self) -> Health {
         let secrets = [&self.spec.auth_token];
-        let resp = match self
+        let req = self
             .http
             .get(format!("{}.json", self.account_url()))
-            .timeout(self.timeout)
-            .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Health::from_verdict(
-                    &http::transport_error(&e, self.timeout, &secrets),
-                    "",
-                );
-            }
+            .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()));
+        let (status, text) = match http::probe(req, self.timeout, &secrets).await {
+            Ok(answer) => answer,
+            Err(health) => return health,
         };
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
             return Health::from_verdict(&self.failure(status, None, &text), "");
         }

@@ -1,24 +1,20 @@
 //! Attachments through the real channels against the strict fakes: Telegram's `sendPhoto` /
 //! `sendDocument` as deliveries of their own, Discord's multipart `payload_json` + `files[n]`.
 
+mod common;
+
 use std::time::Duration;
 
-use base64::Engine;
+use common::{client, cx, file};
 use klaxon_channels::discord::Discord;
 use klaxon_channels::telegram::Telegram;
-use klaxon_channels::{Channel, SendContext, SendReport};
+use klaxon_channels::{Channel, SendReport};
 use klaxon_core::channel_url::{DiscordSpec, TelegramSpec};
 use klaxon_core::render::discord::DiscordOptions;
 use klaxon_core::render::telegram::ParseMode;
 use klaxon_core::{Attachment, Notification, Secret, Verdict};
 use klaxon_fakes::discord::{DEFAULT_WEBHOOK_ID, DEFAULT_WEBHOOK_TOKEN, FakeDiscord};
 use klaxon_fakes::telegram::{DEFAULT_TOKEN, FakeTelegram};
-use uuid::Uuid;
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    klaxon_channels::http_client()
-}
 
 fn telegram(fake: &FakeTelegram, chats: &[&str], mode: ParseMode) -> Telegram {
     let spec = TelegramSpec {
@@ -44,14 +40,6 @@ fn discord(fake: &FakeDiscord) -> Discord {
     Discord::new("dc", spec, client(), Duration::from_secs(10))
 }
 
-fn file(filename: &str, content_type: &str, bytes: &[u8]) -> Attachment {
-    Attachment {
-        filename: filename.into(),
-        content_type: content_type.into(),
-        content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-    }
-}
-
 /// Bytes that are not text and differ at every offset, so truncation or re-encoding shows.
 fn blob(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -64,12 +52,7 @@ fn with_files(title: &str, files: Vec<Attachment>) -> Notification {
 }
 
 async fn send(ch: &dyn Channel, n: &Notification, target: &str) -> SendReport {
-    let cx = SendContext {
-        delivery_id: Uuid::now_v7(),
-        target: Some(target.to_string()),
-        attempt: 1,
-    };
-    ch.send(n, &cx).await
+    ch.send(n, &cx(Some(target))).await
 }
 
 fn delivered(r: &SendReport) -> bool {

@@ -101,74 +101,78 @@ fake!(FakeNtfy, |f| f.messages().len());
 fake!(FakePushover, |f| f.messages().len());
 
 const NTFY_TOKEN: &str = "tk_conformance_token_0123";
+/// A webhook token as long as Discord's: the fake's default (`abc`) is too short for
+/// redaction to touch, so a leak could not be told from a short word.
+const DISCORD_TOKEN: &str = "conformance-discord-webhook-token-0123456789";
 
-/// Starts the kind's fake and builds its channel from a URL, as the service would.
-async fn setup(kind: Kind) -> (Arc<dyn Channel>, Box<dyn Fake>, String) {
-    let mut apis = ApiBases::default();
-    let sid = klaxon_fakes::twilio::DEFAULT_ACCOUNT_SID;
-    let twilio_token = klaxon_fakes::twilio::DEFAULT_AUTH_TOKEN;
-    let (url, fake): (String, Box<dyn Fake>) = match kind {
-        Kind::Telegram => {
-            let f = FakeTelegram::start().await;
-            apis.telegram = f.url();
-            let token = klaxon_fakes::telegram::DEFAULT_TOKEN;
-            (format!("tgram://{token}/12345"), Box::new(f))
-        }
+/// Starts the kind's fake; returns it with its base URL.
+async fn start_fake(kind: Kind) -> (Box<dyn Fake>, String) {
+    macro_rules! started {
+        ($f:expr) => {{
+            let f = $f;
+            let url = f.url();
+            (Box::new(f) as Box<dyn Fake>, url)
+        }};
+    }
+    match kind {
+        Kind::Telegram => started!(FakeTelegram::start().await),
         Kind::Discord => {
             let f = FakeDiscord::start().await;
-            apis.discord = f.url();
-            let (id, token) = (
-                klaxon_fakes::discord::DEFAULT_WEBHOOK_ID,
-                klaxon_fakes::discord::DEFAULT_WEBHOOK_TOKEN,
-            );
-            (format!("discord://{id}/{token}"), Box::new(f))
+            f.add_webhook(klaxon_fakes::discord::DEFAULT_WEBHOOK_ID, DISCORD_TOKEN);
+            started!(f)
         }
-        Kind::Webhook => {
-            let f = WebhookSink::start().await;
-            let host = f.url().trim_start_matches("http://").to_string();
-            (format!("json://{host}/hooks/klaxon"), Box::new(f))
-        }
-        Kind::Slack => {
-            let f = FakeSlack::start().await;
-            apis.slack = f.url();
-            let path = klaxon_fakes::slack::DEFAULT_WEBHOOK;
-            (format!("slack://{path}"), Box::new(f))
-        }
-        Kind::Sms => {
-            let f = FakeTwilio::start().await;
-            apis.twilio = f.url();
-            (
-                format!("twilio://{sid}:{twilio_token}@+15550001111/+15550002222"),
-                Box::new(f),
-            )
-        }
-        Kind::WhatsApp => {
-            let f = FakeTwilio::start().await;
-            apis.twilio = f.url();
-            (
-                format!(
-                    "twilio://{sid}:{twilio_token}@whatsapp:+15550001111/whatsapp:+15550002222"
-                ),
-                Box::new(f),
-            )
-        }
+        Kind::Webhook => started!(WebhookSink::start().await),
+        Kind::Slack => started!(FakeSlack::start().await),
+        Kind::Sms | Kind::WhatsApp => started!(FakeTwilio::start().await),
         Kind::Ntfy => {
             let f = FakeNtfy::start().await;
             f.require_token(NTFY_TOKEN);
-            let host = f.url().trim_start_matches("http://").to_string();
-            (
-                format!("ntfy://{host}/alerts?token={NTFY_TOKEN}"),
-                Box::new(f),
-            )
+            started!(f)
         }
+        Kind::Pushover => started!(FakePushover::start().await),
+    }
+}
+
+/// Builds the kind's channel from a URL, as the service would, with its provider at `base`;
+/// returns it with the channel spec's `Debug`.
+fn build(kind: Kind, base: &str) -> (Arc<dyn Channel>, String) {
+    let mut apis = ApiBases::default();
+    let host = base.trim_start_matches("http://");
+    let sid = klaxon_fakes::twilio::DEFAULT_ACCOUNT_SID;
+    let twilio_token = klaxon_fakes::twilio::DEFAULT_AUTH_TOKEN;
+    let url = match kind {
+        Kind::Telegram => {
+            apis.telegram = base.to_string();
+            let token = klaxon_fakes::telegram::DEFAULT_TOKEN;
+            format!("tgram://{token}/12345")
+        }
+        Kind::Discord => {
+            apis.discord = base.to_string();
+            let id = klaxon_fakes::discord::DEFAULT_WEBHOOK_ID;
+            format!("discord://{id}/{DISCORD_TOKEN}")
+        }
+        Kind::Webhook => format!("json://{host}/hooks/klaxon"),
+        Kind::Slack => {
+            apis.slack = base.to_string();
+            let path = klaxon_fakes::slack::DEFAULT_WEBHOOK;
+            format!("slack://{path}")
+        }
+        Kind::Sms => {
+            apis.twilio = base.to_string();
+            format!("twilio://{sid}:{twilio_token}@+15550001111/+15550002222")
+        }
+        Kind::WhatsApp => {
+            apis.twilio = base.to_string();
+            format!("twilio://{sid}:{twilio_token}@whatsapp:+15550001111/whatsapp:+15550002222")
+        }
+        Kind::Ntfy => format!("ntfy://{host}/alerts?token={NTFY_TOKEN}"),
         Kind::Pushover => {
-            let f = FakePushover::start().await;
-            apis.pushover = f.url();
+            apis.pushover = base.to_string();
             let (user, token) = (
                 klaxon_fakes::pushover::DEFAULT_USER,
                 klaxon_fakes::pushover::DEFAULT_TOKEN,
             );
-            (format!("pover://{user}@{token}"), Box::new(f))
+            format!("pover://{user}@{token}")
         }
     };
     let provider = parse(&url, &Options::default(), &apis)
@@ -184,7 +188,14 @@ async fn setup(kind: Kind) -> (Arc<dyn Channel>, Box<dyn Fake>, String) {
         retry: None,
     };
     let debug = format!("{spec:?}");
-    (klaxon_channels::build(&spec, &client()), fake, debug)
+    (klaxon_channels::build(&spec, &client()), debug)
+}
+
+/// Starts the kind's fake and builds its channel against it.
+async fn setup(kind: Kind) -> (Arc<dyn Channel>, Box<dyn Fake>, String) {
+    let (fake, base) = start_fake(kind).await;
+    let (ch, debug) = build(kind, &base);
+    (ch, fake, debug)
 }
 
 fn expect(kind: Kind) -> (&'static str, On429) {
@@ -315,6 +326,25 @@ async fn no_secret_when_down(kind: Kind) {
     }
 }
 
+/// Behind a proxy that quotes the whole request in its answer (path, headers, form body),
+/// every credential the channel sent comes back: none may reach a verdict, a note or a
+/// health detail, whatever the status.
+async fn no_secret_when_echoed(kind: Kind) {
+    for status in [200, 400, 401, 404, 410, 429, 500] {
+        let (ch, _) = build(kind, &echo_server(status).await);
+        let report = send(ch.as_ref(), &hostile()).await;
+        assert_clean(kind, ch.as_ref(), &report);
+        let health = ch.check().await;
+        for s in ch.secrets() {
+            assert!(
+                !health.detail.contains(s.expose()),
+                "{kind:?} {status} health leaked: {}",
+                health.detail
+            );
+        }
+    }
+}
+
 macro_rules! conformance {
     ($($name:ident => $kind:expr),* $(,)?) => {$(
         mod $name {
@@ -333,6 +363,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn no_secret_when_the_host_is_down() {
                 super::no_secret_when_down($kind).await;
+            }
+
+            #[tokio::test]
+            async fn no_secret_when_a_proxy_echoes_the_request() {
+                super::no_secret_when_echoed($kind).await;
             }
         }
     )*};

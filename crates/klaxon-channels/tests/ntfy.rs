@@ -8,7 +8,6 @@ use common::*;
 use klaxon_channels::ntfy::Ntfy;
 use klaxon_channels::{Channel, HealthState};
 use klaxon_core::channel_url::{NtfyAuth, NtfySpec};
-use klaxon_core::model::Attachment;
 use klaxon_core::secret::Secret;
 use klaxon_core::{Notification, Severity};
 use klaxon_fakes::ntfy::FakeNtfy;
@@ -33,15 +32,6 @@ fn alert() -> Notification {
         .severity(Severity::Critical)
         .data("symbol", "MNQ")
         .tag("risk")
-}
-
-fn file(name: &str, content_type: &str, bytes: &[u8]) -> Attachment {
-    use base64::Engine as _;
-    Attachment {
-        filename: name.into(),
-        content_type: content_type.into(),
-        content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-    }
 }
 
 #[tokio::test]
@@ -97,6 +87,46 @@ async fn first_file_goes_by_put_and_the_rest_are_noted() {
     assert_eq!(m.message, "Drawdown \\*5.2%\\* \\> 5%\n\n**symbol**: MNQ");
     assert_eq!(m.priority, 5);
     assert!(m.markdown);
+}
+
+#[tokio::test]
+async fn a_file_of_several_megabytes_is_sent() {
+    // ntfy takes files up to 15 MB; the fake must not stop at a web framework's default body
+    // limit (2 MB) and make a valid upload look refused.
+    let fake = FakeNtfy::start().await;
+    let ch = channel(&fake);
+    let mut n = alert();
+    n.attachments.push(file(
+        "dump.bin",
+        "application/octet-stream",
+        &vec![7u8; 3_000_000],
+    ));
+    let report = send(&ch, &n).await;
+    assert!(is_delivered(&report.verdict), "{report:?}");
+    let m = fake.messages().pop().unwrap();
+    assert_eq!(m.attachment.unwrap().bytes.len(), 3_000_000);
+}
+
+#[tokio::test]
+async fn a_file_the_server_refuses_as_too_large_leaves_the_text_to_go() {
+    // A self-hosted server's attachment limit, or ntfy.sh's per-visitor quota, can be below
+    // 15 MB: its 413 refuses the file, and must not lose the alert with it.
+    let fake = FakeNtfy::start().await;
+    let ch = channel(&fake);
+    let mut n = alert();
+    n.attachments
+        .push(file("chart.png", "image/png", &[0x89, b'P', b'N', b'G']));
+    fake.fail_next(1, 413);
+    let report = send(&ch, &n).await;
+    assert!(is_delivered(&report.verdict), "{report:?}");
+    assert_eq!(
+        report.note.as_deref(),
+        Some("chart.png not sent: the ntfy server refused the file as too large (413)")
+    );
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].json && msgs[0].attachment.is_none());
+    assert_eq!(fake.rejected()[0].1["code"], 41301);
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ use common::*;
 use klaxon_channels::pushover::Pushover;
 use klaxon_channels::{Channel, HealthState};
 use klaxon_core::channel_url::PushoverSpec;
-use klaxon_core::model::Attachment;
 use klaxon_core::secret::Secret;
 use klaxon_core::{Notification, Severity, Verdict};
 use klaxon_fakes::pushover::{DEFAULT_TOKEN, DEFAULT_USER, FakePushover};
@@ -34,15 +33,6 @@ fn alert() -> Notification {
         .title("Risk breach")
         .severity(Severity::Warning)
         .data("symbol", "MNQ")
-}
-
-fn file(name: &str, content_type: &str, bytes: &[u8]) -> Attachment {
-    use base64::Engine as _;
-    Attachment {
-        filename: name.into(),
-        content_type: content_type.into(),
-        content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-    }
 }
 
 #[tokio::test]
@@ -118,6 +108,21 @@ async fn first_image_is_attached_and_the_rest_noted() {
     assert_eq!(a.bytes, b"\x89PNG\r\n\x00\x01");
     assert_eq!(m.field("token"), Some(DEFAULT_TOKEN));
     assert_eq!(m.field("html"), Some("1"));
+}
+
+#[tokio::test]
+async fn an_image_just_under_five_megabytes_is_sent() {
+    // Pushover takes 5,242,880 bytes; the fake must not stop at a web framework's default
+    // body limit (2 MB) and make a valid upload look refused.
+    let fake = FakePushover::start().await;
+    let ch = channel(&fake);
+    let mut n = alert();
+    n.attachments
+        .push(file("big.png", "image/png", &vec![7u8; 5_000_000]));
+    let report = send(&ch, &n).await;
+    assert!(is_delivered(&report.verdict), "{report:?}");
+    let m = fake.messages().pop().unwrap();
+    assert_eq!(m.attachment.unwrap().bytes.len(), 5_000_000);
 }
 
 #[tokio::test]

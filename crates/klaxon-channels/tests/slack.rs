@@ -9,7 +9,6 @@ use klaxon_channels::Channel;
 use klaxon_channels::slack::Slack;
 use klaxon_core::Notification;
 use klaxon_core::channel_url::SlackSpec;
-use klaxon_core::model::Attachment;
 use klaxon_core::secret::Secret;
 use klaxon_fakes::slack::{DEFAULT_WEBHOOK, FakeSlack};
 
@@ -60,11 +59,7 @@ async fn files_are_not_sent_and_the_note_says_so() {
     let ch = channel(&fake, DEFAULT_WEBHOOK);
     let mut n = alert();
     for name in ["a.png", "b.csv"] {
-        n.attachments.push(Attachment {
-            filename: name.into(),
-            content_type: "image/png".into(),
-            content_base64: "aGk=".into(),
-        });
+        n.attachments.push(file(name, "image/png", b"hi"));
     }
     let report = send(&ch, &n).await;
     assert!(is_delivered(&report.verdict));

@@ -9,7 +9,6 @@ use common::*;
 use klaxon_channels::twilio::Twilio;
 use klaxon_channels::{Channel, HealthState};
 use klaxon_core::channel_url::TwilioSpec;
-use klaxon_core::model::Attachment;
 use klaxon_core::render::sms::{self, Encoding};
 use klaxon_core::secret::Secret;
 use klaxon_core::{Notification, Severity};
@@ -219,11 +218,7 @@ async fn files_are_not_sent_by_sms() {
     let fake = FakeTwilio::start().await;
     let ch = sms_channel(&fake);
     let mut n = alert();
-    n.attachments.push(Attachment {
-        filename: "chart.png".into(),
-        content_type: "image/png".into(),
-        content_base64: "aGk=".into(),
-    });
+    n.attachments.push(file("chart.png", "image/png", b"hi"));
     let report = send(&ch, &n).await;
     assert!(is_delivered(&report.verdict));
     assert_eq!(

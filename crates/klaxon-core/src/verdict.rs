@@ -90,13 +90,29 @@ pub fn classify_http(status: u16, retry_after: Option<Duration>, reason: String)
 /// Parses a `Retry-After` header: delta-seconds, possibly fractional (Discord sends floats).
 /// HTTP dates are rare from these providers and treated as absent.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
+    wait_secs(value.trim().parse().ok()?)
+}
+
+/// A wait a provider gave in seconds (a header, or a body field such as Telegram's and
+/// Discord's `retry_after`), capped at a day. Negative and non-finite values are absent; an
+/// absurd one (`1e20`) must not reach `Duration::from_secs_f64`, which panics past `u64` seconds.
+pub fn wait_secs(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_waits_are_capped_never_a_panic() {
+        assert_eq!(wait_secs(1.5), Some(Duration::from_millis(1500)));
+        assert_eq!(wait_secs(1e20), Some(Duration::from_secs(86_400)));
+        assert_eq!(wait_secs(f64::MAX), Some(Duration::from_secs(86_400)));
+        assert_eq!(wait_secs(-1.0), None);
+        assert_eq!(wait_secs(f64::NAN), None);
+        assert_eq!(parse_retry_after("1e30"), Some(Duration::from_secs(86_400)));
+    }
 
     #[test]
     fn status_table() {

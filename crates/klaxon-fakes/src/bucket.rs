@@ -2,9 +2,42 @@
 //! requests back to back, then one per `every`. Uses Tokio's clock so paused-time tests can
 //! drive it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// One [`Bucket`] per sender key (a webhook, a visitor, an account), all with the same limit.
+#[derive(Debug)]
+pub(crate) struct Buckets {
+    /// `(burst, every)` for buckets created from now on.
+    limit: (u32, Duration),
+    by_key: HashMap<String, Bucket>,
+}
+
+impl Buckets {
+    pub(crate) fn new((burst, every): (u32, Duration)) -> Self {
+        Buckets {
+            limit: (burst, every),
+            by_key: HashMap::new(),
+        }
+    }
+
+    /// Replaces the limit; every sender starts again with a full bucket.
+    pub(crate) fn set_limit(&mut self, burst: u32, every: Duration) {
+        self.limit = (burst, every);
+        self.by_key.clear();
+    }
+
+    /// Takes one token from `key`'s bucket, or says how long until one is back.
+    pub(crate) fn take(&mut self, key: &str) -> Result<(), Duration> {
+        let (burst, every) = self.limit;
+        self.by_key
+            .entry(key.to_owned())
+            .or_insert_with(|| Bucket::new(burst, every))
+            .take()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {

@@ -15,7 +15,6 @@
 //! exhausted bucket answers 429 with `Retry-After` and a `retry_after` float in the body.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use crate::fault::{Fault, Faults};
+use crate::fault::Intake;
 use crate::multipart::{self, FormData, FormError};
 use crate::server::Server;
 use crate::{ceil_secs, fnv1a, is_content_type, lock, reason_phrase, status_code, unix_now_f64};
@@ -115,11 +114,7 @@ pub struct FakeDiscord {
 
 #[derive(Debug)]
 struct Shared {
-    faults: Faults,
-    /// Every request received, whatever the answer.
-    requests: AtomicUsize,
-    /// Every 429 answered (buckets and injected failures).
-    count_429: AtomicUsize,
+    intake: Intake,
     state: Mutex<HookState>,
 }
 
@@ -160,9 +155,7 @@ impl FakeDiscord {
             rejected: Vec::new(),
         };
         let shared = Arc::new(Shared {
-            faults: Faults::default(),
-            requests: AtomicUsize::new(0),
-            count_429: AtomicUsize::new(0),
+            intake: Intake::default(),
             state: Mutex::new(state),
         });
         let router = Router::new()
@@ -203,33 +196,12 @@ impl FakeDiscord {
         lock(&self.shared.state).upload_limit = bytes;
     }
 
-    /// How many 429 answers were given.
-    pub fn count_429(&self) -> usize {
-        self.shared.count_429.load(Ordering::SeqCst)
-    }
-
-    /// Accepted messages, in order.
-    pub fn messages(&self) -> Vec<DiscordMessage> {
-        lock(&self.shared.state).messages.clone()
-    }
-
-    /// Total requests received, whatever the answer.
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Status and JSON body of every non-2xx answer, in order.
-    pub fn rejected(&self) -> Vec<(u16, Value)> {
-        lock(&self.shared.state).rejected.clone()
-    }
+    crate::recorded_methods!(DiscordMessage, Value);
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    match shared.faults.take() {
-        Fault::Fail(code) => return shared.injected(code),
-        Fault::Delay(delay) => tokio::time::sleep(delay).await,
-        Fault::Pass => {}
+    if let Some(code) = shared.intake.admit().await {
+        return shared.injected(code);
     }
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -436,7 +408,7 @@ impl Shared {
 
     /// The 429 for an exhausted bucket.
     fn rate_limited(&self, rate: &RateInfo) -> Response {
-        self.count_429.fetch_add(1, Ordering::SeqCst);
+        self.intake.answered(429);
         let mut response = self.reject(Some(rate), 429, rate_limited_body(rate.reset_after));
         let headers = response.headers_mut();
         headers.insert(
@@ -450,7 +422,7 @@ impl Shared {
     /// An injected failure in Discord's shape; a 429 looks like a real one (1 s wait).
     fn injected(&self, code: u16) -> Response {
         if code == 429 {
-            self.count_429.fetch_add(1, Ordering::SeqCst);
+            self.intake.answered(429);
             let wait = Duration::from_secs(1);
             let mut response = self.reject(None, 429, rate_limited_body(wait));
             let headers = response.headers_mut();

@@ -1,7 +1,9 @@
 //! Failure injection shared by the fakes: a runtime-switchable [`FailMode`] plus a counter of
-//! "fail the next n requests" that takes precedence over it.
+//! "fail the next n requests" that takes precedence over it, and the [`Intake`] every fake
+//! puts its requests through (count, then fault).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::{FailMode, lock};
@@ -69,6 +71,41 @@ impl Faults {
             FailMode::None => Fault::Pass,
             FailMode::Status(code) => Fault::Fail(code),
             FailMode::Slow(delay) => Fault::Delay(delay),
+        }
+    }
+}
+
+/// What every fake keeps about the requests it is sent, whatever the answer: the injected
+/// failures, and the counts behind its `requests()` and `count_429()`.
+#[derive(Debug, Default)]
+pub(crate) struct Intake {
+    pub(crate) faults: Faults,
+    /// Every request received, whatever the answer.
+    pub(crate) requests: AtomicUsize,
+    /// Every 429 answered (rate limits and injected failures alike).
+    pub(crate) count_429: AtomicUsize,
+}
+
+impl Intake {
+    /// Counts one incoming request and applies the injected fault: `Some(status)` when it must
+    /// be answered with the provider's injected error for that status, `None` once it may be
+    /// served (after the delay of a slow mode).
+    pub(crate) async fn admit(&self) -> Option<u16> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        match self.faults.take() {
+            Fault::Fail(code) => Some(code),
+            Fault::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                None
+            }
+            Fault::Pass => None,
+        }
+    }
+
+    /// Counts an answer that is not a success: a 429 shows in `count_429()`.
+    pub(crate) fn answered(&self, status: u16) {
+        if status == 429 {
+            self.count_429.fetch_add(1, Ordering::SeqCst);
         }
     }
 }

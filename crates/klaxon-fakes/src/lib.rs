@@ -48,20 +48,20 @@ pub enum FailMode {
     Slow(std::time::Duration),
 }
 
-/// The lifecycle and failure-injection methods every fake shares; each fake struct has a
-/// `server: Server` and a `shared` with `faults: Faults`.
+/// The lifecycle, failure-injection and request-count methods every fake shares; each fake
+/// struct has a `server: Server` and a `shared` with `intake: Intake`.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! lifecycle_methods {
     () => {
         /// Switches the standing failure mode.
         pub fn set_fail(&self, mode: $crate::FailMode) {
-            self.shared.faults.set(mode);
+            self.shared.intake.faults.set(mode);
         }
 
         /// Makes the next `n` requests fail with `status`, then behaves normally again.
         pub fn fail_next(&self, n: usize, status: u16) {
-            self.shared.faults.fail_next(n, status);
+            self.shared.intake.faults.fail_next(n, status);
         }
 
         /// Stops serving: the port refuses connections until [`restart`](Self::restart).
@@ -77,6 +77,40 @@ macro_rules! lifecycle_methods {
             if let Err(err) = self.server.try_restart().await {
                 panic!("klaxon-fakes: cannot re-bind {}: {err}", self.url());
             }
+        }
+
+        /// Total requests received, whatever the answer.
+        pub fn requests(&self) -> usize {
+            self.shared
+                .intake
+                .requests
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }
+    };
+}
+
+/// The accessors of a fake that records what it accepted and what it refused: its `shared`
+/// has an `intake: Intake` and a `state` mutex with `messages` and `rejected` vectors.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! recorded_methods {
+    ($message:ty, $rejected:ty) => {
+        /// Accepted messages, in order.
+        pub fn messages(&self) -> Vec<$message> {
+            $crate::lock(&self.shared.state).messages.clone()
+        }
+
+        /// Status and body of every non-2xx answer, in order.
+        pub fn rejected(&self) -> Vec<(u16, $rejected)> {
+            $crate::lock(&self.shared.state).rejected.clone()
+        }
+
+        /// How many 429s were answered (rate limits and injected failures alike).
+        pub fn count_429(&self) -> usize {
+            self.shared
+                .intake
+                .count_429
+                .load(std::sync::atomic::Ordering::SeqCst)
         }
     };
 }

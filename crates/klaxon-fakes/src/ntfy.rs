@@ -15,23 +15,19 @@
 //! with its bytes; one over 15 MB is refused with 413 41301. `GET /v1/health` answers
 //! `{"healthy":true}`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use crate::bucket::Bucket;
-use crate::fault::{Fault, Faults};
-use crate::server::Server;
+use crate::bucket::Buckets;
+use crate::fault::Intake;
+use crate::server::{Provider, Server};
 use crate::{fnv1a, lock, reason_phrase, status_code};
 
 /// ntfy.sh's visitor limit (PROVIDERS.md §8 [3P]): a burst of 60, then one per 5 s.
@@ -83,9 +79,7 @@ pub struct FakeNtfy {
 
 #[derive(Debug)]
 struct Shared {
-    faults: Faults,
-    requests: AtomicUsize,
-    count_429: AtomicUsize,
+    intake: Intake,
     next_id: AtomicU64,
     state: Mutex<NtfyState>,
 }
@@ -94,8 +88,7 @@ struct Shared {
 struct NtfyState {
     auth: Option<Auth>,
     healthy: bool,
-    limit: (u32, Duration),
-    buckets: HashMap<String, Bucket>,
+    buckets: Buckets,
     messages: Vec<NtfyMessage>,
     rejected: Vec<(u16, Value)>,
 }
@@ -107,23 +100,17 @@ impl FakeNtfy {
     /// If the loopback interface cannot be bound.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared {
-            faults: Faults::default(),
-            requests: AtomicUsize::new(0),
-            count_429: AtomicUsize::new(0),
+            intake: Intake::default(),
             next_id: AtomicU64::new(1),
             state: Mutex::new(NtfyState {
                 auth: None,
                 healthy: true,
-                limit: DEFAULT_LIMIT,
-                buckets: HashMap::new(),
+                buckets: Buckets::new(DEFAULT_LIMIT),
                 messages: Vec::new(),
                 rejected: Vec::new(),
             }),
         });
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+        let server = Server::start_provider(&shared).await;
         Self { shared, server }
     }
 
@@ -151,43 +138,10 @@ impl FakeNtfy {
 
     /// Replaces the per-visitor bucket: `burst` back to back, then one per `every`.
     pub fn set_limit(&self, burst: u32, every: Duration) {
-        let mut state = lock(&self.shared.state);
-        state.limit = (burst, every);
-        state.buckets.clear();
+        lock(&self.shared.state).buckets.set_limit(burst, every);
     }
 
-    pub fn messages(&self) -> Vec<NtfyMessage> {
-        lock(&self.shared.state).messages.clone()
-    }
-
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    pub fn count_429(&self) -> usize {
-        self.shared.count_429.load(Ordering::SeqCst)
-    }
-
-    /// Status and JSON body of every non-2xx answer, in order.
-    pub fn rejected(&self) -> Vec<(u16, Value)> {
-        lock(&self.shared.state).rejected.clone()
-    }
-}
-
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    match shared.faults.take() {
-        Fault::Fail(code) => return shared.injected(code),
-        Fault::Delay(delay) => tokio::time::sleep(delay).await,
-        Fault::Pass => {}
-    }
-    shared.serve(&method, &uri, &headers, &body)
+    crate::recorded_methods!(NtfyMessage, Value);
 }
 
 /// ntfy's `{code, http, error, link}`.
@@ -373,7 +327,14 @@ fn parse_plain(topic: &str, headers: &HeaderMap, body: &[u8]) -> Result<Publish,
     })
 }
 
-impl Shared {
+impl Provider for Shared {
+    /// Files up to [`MAX_ATTACHMENT_BYTES`] must reach the fake's own 413 41301 check.
+    const BODY_LIMIT: usize = MAX_ATTACHMENT_BYTES + 1024 * 1024;
+
+    fn intake(&self) -> &Intake {
+        &self.intake
+    }
+
     fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
         let path = uri.path();
         if path == "/v1/health" && method == Method::GET {
@@ -388,15 +349,8 @@ impl Shared {
             Err(r) => return self.reject(r),
         };
         {
-            let mut state = lock(&self.state);
-            let (burst, every) = state.limit;
-            let bucket = state
-                .buckets
-                .entry(visitor)
-                .or_insert_with(|| Bucket::new(burst, every));
-            if bucket.take().is_err() {
-                drop(state);
-                self.count_429.fetch_add(1, Ordering::SeqCst);
+            let taken = lock(&self.state).buckets.take(&visitor);
+            if taken.is_err() {
                 return self.reject((
                     429,
                     42901,
@@ -461,6 +415,22 @@ impl Shared {
         axum::Json(reply).into_response()
     }
 
+    /// An injected failure with ntfy's code for that status.
+    fn injected(&self, status: u16) -> Response {
+        let (code, error): (u32, &'static str) = match status {
+            400 => (40017, "invalid request: request body must be message JSON"),
+            401 => (40101, "unauthorized"),
+            403 => (40301, "forbidden"),
+            413 => (41301, "attachment too large, or bandwidth limit reached"),
+            429 => (42901, "limit reached: too many requests, please be nice"),
+            500..=599 => (50001, "internal server error"),
+            _ => (0, reason_phrase(status)),
+        };
+        self.reject((status, code, error))
+    }
+}
+
+impl Shared {
     /// Who is publishing: the credential, or anonymous; checks credentials when required.
     fn visitor(&self, headers: &HeaderMap) -> Result<String, Rejection> {
         let given = headers
@@ -489,26 +459,10 @@ impl Shared {
     }
 
     fn reject(&self, (status, code, error): Rejection) -> Response {
+        self.intake.answered(status);
         let body = error_body(status, code, error);
         lock(&self.state).rejected.push((status, body.clone()));
         (status_code(status), axum::Json(body)).into_response()
-    }
-
-    /// An injected failure with ntfy's code for that status.
-    fn injected(&self, status: u16) -> Response {
-        let (code, error): (u32, &'static str) = match status {
-            400 => (40017, "invalid request: request body must be message JSON"),
-            401 => (40101, "unauthorized"),
-            403 => (40301, "forbidden"),
-            413 => (41301, "attachment too large, or bandwidth limit reached"),
-            429 => (42901, "limit reached: too many requests, please be nice"),
-            500..=599 => (50001, "internal server error"),
-            _ => (0, reason_phrase(status)),
-        };
-        if status == 429 {
-            self.count_429.fetch_add(1, Ordering::SeqCst);
-        }
-        self.reject((status, code, error))
     }
 }
 

@@ -11,18 +11,15 @@
 //! load balancer in front of Pushover would send.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::fault::{Fault, Faults};
-use crate::server::Server;
+use crate::fault::Intake;
+use crate::server::{Provider, Server};
 use crate::{fnv1a, is_content_type, lock, reason_phrase, status_code};
 
 pub const DEFAULT_TOKEN: &str = "KlaxonAppToken0000000000000000";
@@ -67,8 +64,7 @@ pub struct FakePushover {
 
 #[derive(Debug)]
 struct Shared {
-    faults: Faults,
-    requests: AtomicUsize,
+    intake: Intake,
     next_id: AtomicU64,
     state: Mutex<PushoverState>,
 }
@@ -91,8 +87,7 @@ impl FakePushover {
     /// If the loopback interface cannot be bound.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared {
-            faults: Faults::default(),
-            requests: AtomicUsize::new(0),
+            intake: Intake::default(),
             next_id: AtomicU64::new(1),
             state: Mutex::new(PushoverState {
                 tokens: vec![DEFAULT_TOKEN.to_owned()],
@@ -106,10 +101,7 @@ impl FakePushover {
                 rejected: Vec::new(),
             }),
         });
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+        let server = Server::start_provider(&shared).await;
         Self { shared, server }
     }
 
@@ -125,39 +117,12 @@ impl FakePushover {
         lock(&self.shared.state).quota_remaining = n;
     }
 
-    pub fn messages(&self) -> Vec<PushoverMessage> {
-        lock(&self.shared.state).messages.clone()
-    }
-
     /// How many `users/validate.json` calls were answered.
     pub fn validations(&self) -> usize {
         lock(&self.shared.state).validations
     }
 
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Status and JSON body of every non-2xx answer, in order.
-    pub fn rejected(&self) -> Vec<(u16, Value)> {
-        lock(&self.shared.state).rejected.clone()
-    }
-}
-
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    match shared.faults.take() {
-        Fault::Fail(code) => return shared.injected(code),
-        Fault::Delay(delay) => tokio::time::sleep(delay).await,
-        Fault::Pass => {}
-    }
-    shared.serve(&method, &uri, &headers, &body)
+    crate::recorded_methods!(PushoverMessage, Value);
 }
 
 /// A parsed request body: text fields and at most one file.
@@ -259,6 +224,15 @@ impl Shared {
             n & 0xfff,
             n
         )
+    }
+}
+
+impl Provider for Shared {
+    /// An image up to [`MAX_ATTACHMENT`] plus the form fields must reach the fake's checks.
+    const BODY_LIMIT: usize = MAX_ATTACHMENT + 1024 * 1024;
+
+    fn intake(&self) -> &Intake {
+        &self.intake
     }
 
     fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -407,17 +381,11 @@ impl Shared {
         response
     }
 
-    fn reject(&self, status: u16, mut marks: Map<String, Value>, errors: &[&str]) -> Response {
-        marks.insert("status".into(), json!(0));
-        marks.insert("errors".into(), json!(errors));
-        marks.insert("request".into(), json!(self.request_id()));
-        let body = Value::Object(marks);
-        lock(&self.state).rejected.push((status, body.clone()));
-        (status_code(status), axum::Json(body)).into_response()
-    }
-
+    /// An injected failure: Pushover's JSON error for a 4xx, a load balancer's plain text
+    /// for a 5xx.
     fn injected(&self, status: u16) -> Response {
         if status >= 500 {
+            self.intake.answered(status);
             lock(&self.state)
                 .rejected
                 .push((status, json!(reason_phrase(status))));
@@ -430,6 +398,18 @@ impl Shared {
             _ => reason_phrase(status),
         };
         self.reject(status, Map::new(), &[error])
+    }
+}
+
+impl Shared {
+    fn reject(&self, status: u16, mut marks: Map<String, Value>, errors: &[&str]) -> Response {
+        self.intake.answered(status);
+        marks.insert("status".into(), json!(0));
+        marks.insert("errors".into(), json!(errors));
+        marks.insert("request".into(), json!(self.request_id()));
+        let body = Value::Object(marks);
+        lock(&self.state).rejected.push((status, body.clone()));
+        (status_code(status), axum::Json(body)).into_response()
     }
 }
 

@@ -8,16 +8,21 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use http::{HeaderMap, Method, Uri};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::fault::Intake;
 use crate::lock;
 
 /// How long `restart` keeps trying to re-bind the old port: the OS may briefly hold it after the
@@ -101,6 +106,48 @@ impl Drop for Server {
         if let Some(task) = task {
             task.abort();
         }
+    }
+}
+
+/// A fake that reads each request whole and answers it synchronously (Slack, Twilio, ntfy,
+/// Pushover): it states only its own answers; counting, injected faults and serving are
+/// [`handle`]'s.
+pub(crate) trait Provider: Send + Sync + 'static {
+    /// The largest body read at all; past it the answer is a bare 413. Axum's own default is
+    /// 2 MB, below what ntfy and Pushover accept as files, so each fake states its own.
+    const BODY_LIMIT: usize;
+
+    fn intake(&self) -> &Intake;
+    /// The provider's error answer for an injected failure with this status.
+    fn injected(&self, status: u16) -> Response;
+    /// Answers a request that no injected failure took.
+    fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response;
+}
+
+/// The one route of a [`Provider`]: count the request, apply the injected fault, serve.
+async fn handle<P: Provider>(
+    State(shared): State<Arc<P>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(status) = shared.intake().admit().await {
+        return shared.injected(status);
+    }
+    shared.serve(&method, &uri, &headers, &body)
+}
+
+impl Server {
+    /// Starts serving every path of `shared` through [`handle`].
+    pub(crate) async fn start_provider<P: Provider>(shared: &Arc<P>) -> Self {
+        Self::start(
+            Router::new()
+                .fallback(handle::<P>)
+                .layer(DefaultBodyLimit::max(P::BODY_LIMIT))
+                .with_state(Arc::clone(shared)),
+        )
+        .await
     }
 }
 

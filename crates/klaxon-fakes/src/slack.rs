@@ -7,21 +7,17 @@
 //! with a short burst, answering 429 with `Retry-After`. An archived channel answers 410
 //! `channel_is_archived`. Success is `200 ok` as `text/plain`; every error is a plain-text word.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::bucket::Bucket;
-use crate::fault::{Fault, Faults};
-use crate::server::Server;
+use crate::bucket::Buckets;
+use crate::fault::Intake;
+use crate::server::{Provider, Server};
 use crate::{ceil_secs, is_content_type, lock, status_code};
 
 /// Registered at start: `{url}/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX`.
@@ -53,9 +49,7 @@ pub struct FakeSlack {
 
 #[derive(Debug)]
 struct Shared {
-    faults: Faults,
-    requests: AtomicUsize,
-    count_429: AtomicUsize,
+    intake: Intake,
     state: Mutex<HookState>,
 }
 
@@ -63,8 +57,8 @@ struct Shared {
 struct HookState {
     webhooks: HashSet<String>,
     archived: HashSet<String>,
-    limit: (u32, Duration),
-    buckets: HashMap<String, Bucket>,
+    /// Per webhook path.
+    buckets: Buckets,
     /// The body of a successful answer: `ok`, unless a test plays a proxy that answers 200
     /// with something else.
     ok_body: String,
@@ -80,23 +74,17 @@ impl FakeSlack {
     /// If the loopback interface cannot be bound.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared {
-            faults: Faults::default(),
-            requests: AtomicUsize::new(0),
-            count_429: AtomicUsize::new(0),
+            intake: Intake::default(),
             state: Mutex::new(HookState {
                 webhooks: HashSet::from([DEFAULT_WEBHOOK.to_owned()]),
                 archived: HashSet::new(),
-                limit: DEFAULT_LIMIT,
-                buckets: HashMap::new(),
+                buckets: Buckets::new(DEFAULT_LIMIT),
                 ok_body: "ok".to_owned(),
                 messages: Vec::new(),
                 rejected: Vec::new(),
             }),
         });
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+        let server = Server::start_provider(&shared).await;
         Self { shared, server }
     }
 
@@ -118,9 +106,7 @@ impl FakeSlack {
 
     /// Replaces the per-webhook bucket: `burst` back to back, then one per `every`.
     pub fn set_limit(&self, burst: u32, every: Duration) {
-        let mut state = lock(&self.shared.state);
-        state.limit = (burst, every);
-        state.buckets.clear();
+        lock(&self.shared.state).buckets.set_limit(burst, every);
     }
 
     /// Answers accepted posts with `body` instead of `ok` (a proxy or captive portal in the
@@ -129,41 +115,17 @@ impl FakeSlack {
         lock(&self.shared.state).ok_body = body.to_owned();
     }
 
-    pub fn messages(&self) -> Vec<SlackMessage> {
-        lock(&self.shared.state).messages.clone()
-    }
-
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    pub fn count_429(&self) -> usize {
-        self.shared.count_429.load(Ordering::SeqCst)
-    }
-
-    /// Status and body of every non-2xx answer, in order.
-    pub fn rejected(&self) -> Vec<(u16, String)> {
-        lock(&self.shared.state).rejected.clone()
-    }
+    crate::recorded_methods!(SlackMessage, String);
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    match shared.faults.take() {
-        Fault::Fail(code) => return shared.injected(code),
-        Fault::Delay(delay) => tokio::time::sleep(delay).await,
-        Fault::Pass => {}
-    }
-    shared.serve(&method, &uri, &headers, &body)
-}
+impl Provider for Shared {
+    /// JSON only: Slack has no uploads through incoming webhooks.
+    const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-impl Shared {
+    fn intake(&self) -> &Intake {
+        &self.intake
+    }
+
     fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
         let Some(path) = uri.path().strip_prefix("/services/") else {
             return self.reject(404, "no_service", None);
@@ -181,14 +143,8 @@ impl Shared {
                 drop(state);
                 return self.reject(410, "channel_is_archived", None);
             }
-            let (burst, every) = state.limit;
-            let bucket = state
-                .buckets
-                .entry(path.to_owned())
-                .or_insert_with(|| Bucket::new(burst, every));
-            if let Err(wait) = bucket.take() {
+            if let Err(wait) = state.buckets.take(path) {
                 drop(state);
-                self.count_429.fetch_add(1, Ordering::SeqCst);
                 return self.reject(429, "rate_limited", Some(wait));
             }
         }
@@ -217,7 +173,25 @@ impl Shared {
             .into_response()
     }
 
+    /// An injected failure with Slack's word for that status; a 429 waits 1 s.
+    fn injected(&self, code: u16) -> Response {
+        let word = match code {
+            400 => "invalid_payload",
+            403 => "action_prohibited",
+            404 => "channel_not_found",
+            410 => "channel_is_archived",
+            429 => "rate_limited",
+            500 => "rollup_error",
+            _ => "service_unavailable",
+        };
+        let wait = (code == 429).then_some(Duration::from_secs(1));
+        self.reject(code, word, wait)
+    }
+}
+
+impl Shared {
     fn reject(&self, code: u16, word: &str, retry_after: Option<Duration>) -> Response {
+        self.intake.answered(code);
         lock(&self.state).rejected.push((code, word.to_owned()));
         let mut response = (
             status_code(code),
@@ -231,24 +205,6 @@ impl Shared {
                 .insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(wait)));
         }
         response
-    }
-
-    /// An injected failure with Slack's word for that status; a 429 waits 1 s.
-    fn injected(&self, code: u16) -> Response {
-        let word = match code {
-            400 => "invalid_payload",
-            403 => "action_prohibited",
-            404 => "channel_not_found",
-            410 => "channel_is_archived",
-            429 => "rate_limited",
-            500 => "rollup_error",
-            _ => "service_unavailable",
-        };
-        if code == 429 {
-            self.count_429.fetch_add(1, Ordering::SeqCst);
-            return self.reject(429, word, Some(Duration::from_secs(1)));
-        }
-        self.reject(code, word, None)
     }
 }
 

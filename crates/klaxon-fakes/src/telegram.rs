@@ -15,7 +15,6 @@
 //! to the HTTP status.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use crate::fault::{Fault, Faults};
+use crate::fault::Intake;
 use crate::multipart::{self, FilePart, FormError};
 use crate::server::Server;
 use crate::{ceil_secs, fnv1a, is_content_type, lock, markup, reason_phrase, status_code};
@@ -158,9 +157,8 @@ pub struct FakeTelegram {
 /// State shared between the handle and the server's request handlers.
 #[derive(Debug)]
 struct Shared {
-    faults: Faults,
-    /// Every request received, whatever the answer (cheap to read while a test polls it).
-    requests: AtomicUsize,
+    /// Faults, and the request and 429 counts (cheap to read while a test polls them).
+    intake: Intake,
     state: Mutex<BotState>,
 }
 
@@ -188,7 +186,6 @@ struct BotState {
     /// While a forced `retry_after` runs: every send before it is a client violation.
     banned_until: Option<Instant>,
     early_requests: usize,
-    count_429: usize,
     next_message_id: i64,
     messages: Vec<TgMessage>,
     files: Vec<TgFile>,
@@ -232,15 +229,13 @@ impl FakeTelegram {
             refuse_photos: 0,
             banned_until: None,
             early_requests: 0,
-            count_429: 0,
             next_message_id: 1,
             messages: Vec::new(),
             files: Vec::new(),
             rejected: Vec::new(),
         };
         let shared = Arc::new(Shared {
-            faults: Faults::default(),
-            requests: AtomicUsize::new(0),
+            intake: Intake::default(),
             state: Mutex::new(state),
         });
         let router = Router::new()
@@ -316,19 +311,9 @@ impl FakeTelegram {
         lock(&self.shared.state).refuse_photos = n;
     }
 
-    /// How many 429 answers were given (rate limits, forced, or injected failures).
-    pub fn count_429(&self) -> usize {
-        lock(&self.shared.state).count_429
-    }
-
     /// How many sends arrived while a forced `retry_after` was still running.
     pub fn early_requests(&self) -> usize {
         lock(&self.shared.state).early_requests
-    }
-
-    /// Accepted messages, in order.
-    pub fn messages(&self) -> Vec<TgMessage> {
-        lock(&self.shared.state).messages.clone()
     }
 
     /// Accepted file uploads (`sendPhoto`, `sendDocument`), in order.
@@ -336,15 +321,9 @@ impl FakeTelegram {
         lock(&self.shared.state).files.clone()
     }
 
-    /// Total requests received, whatever the answer.
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Status and description of every non-2xx answer, in order.
-    pub fn rejected(&self) -> Vec<(u16, String)> {
-        lock(&self.shared.state).rejected.clone()
-    }
+    // `count_429` counts rate limits, forced and injected 429s alike; `rejected` holds each
+    // refusal's description.
+    crate::recorded_methods!(TgMessage, String);
 }
 
 /// A failed answer, in Telegram's shape.
@@ -397,11 +376,8 @@ impl Reject {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    match shared.faults.take() {
-        Fault::Fail(code) => return shared.answer_rejection(Reject::injected(code)),
-        Fault::Delay(delay) => tokio::time::sleep(delay).await,
-        Fault::Pass => {}
+    if let Some(code) = shared.intake.admit().await {
+        return shared.answer_rejection(Reject::injected(code));
     }
     let uri = req.uri().clone();
     let form = read_form(req).await;
@@ -504,15 +480,10 @@ impl Shared {
 
     /// Records a rejection and renders it.
     fn answer_rejection(&self, reject: Reject) -> Response {
-        {
-            let mut state = lock(&self.state);
-            if reject.code == 429 {
-                state.count_429 += 1;
-            }
-            state
-                .rejected
-                .push((reject.code, reject.description.clone()));
-        }
+        self.intake.answered(reject.code);
+        lock(&self.state)
+            .rejected
+            .push((reject.code, reject.description.clone()));
         let mut body = json!({
             "ok": false,
             "error_code": reject.code,

@@ -11,22 +11,19 @@
 //! `GET /2010-04-01/Accounts/{sid}.json` returns the account (Klaxon's health check).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use crate::bucket::Bucket;
-use crate::fault::{Fault, Faults};
-use crate::server::Server;
+use crate::bucket::Buckets;
+use crate::fault::Intake;
+use crate::server::{Provider, Server};
 use crate::{fnv1a, is_content_type, lock, reason_phrase, status_code};
 
 pub const DEFAULT_ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -61,9 +58,7 @@ pub struct FakeTwilio {
 
 #[derive(Debug)]
 struct Shared {
-    faults: Faults,
-    requests: AtomicUsize,
-    count_429: AtomicUsize,
+    intake: Intake,
     next_sid: AtomicU64,
     state: Mutex<TwilioState>,
 }
@@ -77,8 +72,7 @@ struct Account {
 #[derive(Debug)]
 struct TwilioState {
     accounts: HashMap<String, Account>,
-    limit: (u32, Duration),
-    buckets: HashMap<String, Bucket>,
+    buckets: Buckets,
     messages: Vec<TwilioMessage>,
     rejected: Vec<(u16, Value)>,
 }
@@ -90,9 +84,7 @@ impl FakeTwilio {
     /// If the loopback interface cannot be bound.
     pub async fn start() -> Self {
         let shared = Arc::new(Shared {
-            faults: Faults::default(),
-            requests: AtomicUsize::new(0),
-            count_429: AtomicUsize::new(0),
+            intake: Intake::default(),
             next_sid: AtomicU64::new(1),
             state: Mutex::new(TwilioState {
                 accounts: HashMap::from([(
@@ -102,16 +94,12 @@ impl FakeTwilio {
                         status: "active".to_owned(),
                     },
                 )]),
-                limit: DEFAULT_LIMIT,
-                buckets: HashMap::new(),
+                buckets: Buckets::new(DEFAULT_LIMIT),
                 messages: Vec::new(),
                 rejected: Vec::new(),
             }),
         });
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+        let server = Server::start_provider(&shared).await;
         Self { shared, server }
     }
 
@@ -131,43 +119,10 @@ impl FakeTwilio {
 
     /// Replaces the per-account bucket: `burst` requests back to back, then one per `every`.
     pub fn set_limit(&self, burst: u32, every: Duration) {
-        let mut state = lock(&self.shared.state);
-        state.limit = (burst, every);
-        state.buckets.clear();
+        lock(&self.shared.state).buckets.set_limit(burst, every);
     }
 
-    pub fn messages(&self) -> Vec<TwilioMessage> {
-        lock(&self.shared.state).messages.clone()
-    }
-
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    pub fn count_429(&self) -> usize {
-        self.shared.count_429.load(Ordering::SeqCst)
-    }
-
-    /// Status and JSON body of every non-2xx answer, in order.
-    pub fn rejected(&self) -> Vec<(u16, Value)> {
-        lock(&self.shared.state).rejected.clone()
-    }
-}
-
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    match shared.faults.take() {
-        Fault::Fail(code) => return shared.injected(code),
-        Fault::Delay(delay) => tokio::time::sleep(delay).await,
-        Fault::Pass => {}
-    }
-    shared.serve(&method, &uri, &headers, &body)
+    crate::recorded_methods!(TwilioMessage, Value);
 }
 
 /// Twilio's error body.
@@ -195,7 +150,14 @@ fn address(s: &str) -> Option<bool> {
     }
 }
 
-impl Shared {
+impl Provider for Shared {
+    /// Forms only: media go by URL (`MediaUrl`), never in the body.
+    const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+    fn intake(&self) -> &Intake {
+        &self.intake
+    }
+
     fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
         let Some(rest) = uri.path().strip_prefix("/2010-04-01/Accounts/") else {
             return self.reject(404, 20404, "The requested resource was not found");
@@ -229,15 +191,8 @@ impl Shared {
             return self.reject(405, 20004, "Method not allowed");
         }
         {
-            let mut state = lock(&self.state);
-            let (burst, every) = state.limit;
-            let bucket = state
-                .buckets
-                .entry(sid.to_owned())
-                .or_insert_with(|| Bucket::new(burst, every));
-            if bucket.take().is_err() {
-                drop(state);
-                self.count_429.fetch_add(1, Ordering::SeqCst);
+            let taken = lock(&self.state).buckets.take(sid);
+            if taken.is_err() {
                 return self.reject(429, 20429, "Too Many Requests");
             }
         }
@@ -328,6 +283,21 @@ impl Shared {
         (status_code(201), axum::Json(reply)).into_response()
     }
 
+    /// An injected failure with the Twilio code a real one of that status carries.
+    fn injected(&self, status: u16) -> Response {
+        let (code, message) = match status {
+            400 => (21211, "Invalid 'To' Phone Number"),
+            401 => (20003, "Authenticate"),
+            404 => (20404, "The requested resource was not found"),
+            429 => (20429, "Too Many Requests"),
+            500..=599 => (20500, "An internal server error has occurred"),
+            _ => (20001, reason_phrase(status)),
+        };
+        self.reject(status, code, message)
+    }
+}
+
+impl Shared {
     /// Basic credentials of a registered account, and that account is the one in the path.
     fn authenticated(&self, path_sid: &str, headers: &HeaderMap) -> bool {
         let Some(encoded) = headers
@@ -355,25 +325,10 @@ impl Shared {
     }
 
     fn reject(&self, status: u16, code: u32, message: &str) -> Response {
+        self.intake.answered(status);
         let body = error_body(status, code, message);
         lock(&self.state).rejected.push((status, body.clone()));
         (status_code(status), axum::Json(body)).into_response()
-    }
-
-    /// An injected failure with the Twilio code a real one of that status carries.
-    fn injected(&self, status: u16) -> Response {
-        let (code, message) = match status {
-            400 => (21211, "Invalid 'To' Phone Number"),
-            401 => (20003, "Authenticate"),
-            404 => (20404, "The requested resource was not found"),
-            429 => (20429, "Too Many Requests"),
-            500..=599 => (20500, "An internal server error has occurred"),
-            _ => (20001, reason_phrase(status)),
-        };
-        if status == 429 {
-            self.count_429.fetch_add(1, Ordering::SeqCst);
-        }
-        self.reject(status, code, message)
     }
 }
 

@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::fault::{Fault, Faults};
+use crate::fault::{Fault, Intake};
 use crate::server::Server;
 use crate::{lock, reason_phrase, status_code};
 
@@ -89,14 +89,13 @@ struct Shared {
     /// The keyed MAC, cloned per request (cheaper than re-keying).
     mac: Option<HmacSha256>,
     record_bodies: bool,
-    faults: Faults,
+    /// Faults and the count of every request received, whatever the answer.
+    intake: Intake,
     /// Status forced on every request by `set_status_for_all`; 0 when unset.
     status_for_all: AtomicU16,
     /// Accepted (2xx) requests; incremented after recording so a test that waits for the
     /// count sees the recorded request too.
     count: AtomicUsize,
-    /// Every request received, whatever the answer.
-    requests: AtomicUsize,
     bad_signatures: AtomicUsize,
     received: Mutex<Vec<WebhookRequest>>,
     ids: Mutex<HashSet<String>>,
@@ -174,10 +173,9 @@ impl WebhookSink {
         let shared = Arc::new(Shared {
             mac,
             record_bodies: options.record_bodies,
-            faults: Faults::default(),
+            intake: Intake::default(),
             status_for_all: AtomicU16::new(0),
             count: AtomicUsize::new(0),
-            requests: AtomicUsize::new(0),
             bad_signatures: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
             ids: Mutex::new(HashSet::new()),
@@ -214,11 +212,6 @@ impl WebhookSink {
         self.shared.count.load(Ordering::SeqCst)
     }
 
-    /// Every request received, whatever the answer.
-    pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
     /// The distinct `webhook-id`s of accepted requests (retries share an id).
     pub fn distinct_ids(&self) -> HashSet<String> {
         lock(&self.shared.ids).clone()
@@ -237,7 +230,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.requests.fetch_add(1, Ordering::Relaxed);
+    shared.intake.requests.fetch_add(1, Ordering::Relaxed);
     if !matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         let mut response = error(405, "method not allowed");
         response
@@ -245,7 +238,7 @@ async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("POST, PUT, PATCH"));
         return response;
     }
-    match shared.faults.take() {
+    match shared.intake.faults.take() {
         Fault::Fail(code) => return error(code, reason_phrase(code)),
         Fault::Delay(delay) => tokio::time::sleep(delay).await,
         Fault::Pass => {}
