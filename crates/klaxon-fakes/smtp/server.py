@@ -35,7 +35,33 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    def injected(self):
+        """The next reply queued by the test (one code per line in `<maildir>/../fail_next`),
+        so any reply class can be provoked on demand, like the HTTP fakes' `fail_next`."""
+        path = os.path.join(os.path.dirname(self.maildir), "fail_next")
+        try:
+            with open(path, encoding="utf-8") as f:
+                codes = [c.strip() for c in f if c.strip()]
+        except FileNotFoundError:
+            return None
+        if not codes:
+            return None
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write("\n".join(codes[1:]))
+        os.replace(path + ".tmp", path)
+        code = int(codes[0])
+        text = {
+            421: "4.7.0 Too many messages, slow down",
+            451: "4.3.0 Local error in processing, try again later",
+            550: "5.7.1 Message refused by policy",
+            554: "5.6.0 Transaction failed",
+        }.get(code, "injected failure")
+        return f"{code} {text}"
+
     async def handle_DATA(self, server, session, envelope):
+        injected = self.injected()
+        if injected:
+            return injected
         n = next(self.counter)
         tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
         auth = session.auth_data

@@ -71,7 +71,8 @@ impl Drop for Scratch {
 /// One aiosmtpd process, killed on drop. Its certificate is self-signed for `localhost` and
 /// `127.0.0.1`; clients connect with `verify = false` unless they test verification.
 pub struct SmtpServer {
-    child: Child,
+    /// Behind a lock so `stop` can take `&self`, like the HTTP fakes'.
+    child: std::sync::Mutex<Child>,
     port: u16,
     dir: Scratch,
 }
@@ -123,11 +124,29 @@ impl SmtpServer {
             let _ = child.kill();
             panic!("the SMTP server did not start (said {line:?}); see its stderr above");
         };
-        SmtpServer { child, port, dir }
+        SmtpServer {
+            child: std::sync::Mutex::new(child),
+            port,
+            dir,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Answers the next `n` messages' DATA with SMTP reply `code` (e.g. 451 transient, 550
+    /// permanent, 421 "slow down").
+    pub fn fail_next(&self, n: usize, code: u16) {
+        let codes: Vec<String> = std::iter::repeat_n(code.to_string(), n).collect();
+        std::fs::write(self.dir.0.join("fail_next"), codes.join("\n")).expect("control file");
+    }
+
+    /// Kills the server: the port refuses connections, like a host that is down.
+    pub fn stop(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Every message the server accepted, oldest first.
@@ -169,8 +188,7 @@ impl SmtpServer {
 
 impl Drop for SmtpServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
