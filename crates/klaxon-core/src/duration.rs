@@ -26,7 +26,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs_f64(secs))
+    from_secs(secs).ok_or_else(|| format!("`{text}` is longer than 100 years"))
+}
+
+/// Beyond any sensible timeout or window, and far from `Duration`'s overflow (which panics).
+const MAX_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+
+fn from_secs(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && (0.0..=MAX_SECS).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -38,10 +45,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
     match Raw::deserialize(d)? {
         Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
-        Raw::Secs(s) if s >= 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
-        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
-            "{s} is not a valid duration"
-        ))),
+        Raw::Secs(s) => from_secs(s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s} is not a valid duration (0 to 100 years, in seconds)"
+            ))
+        }),
     }
 }
 
@@ -56,5 +64,16 @@ mod tests {
         assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse("30").unwrap(), Duration::from_secs(30));
         assert!(parse("5 fortnights").is_err());
+        // Bad input is an error naming it, never a panic.
+        assert!(
+            parse("99999999999999999999999999999999s")
+                .unwrap_err()
+                .contains("100 years")
+        );
+        assert!(parse("1.5.5s").is_err());
+        let huge: Result<Duration, _> = deserialize(serde_json::json!(1e300));
+        assert!(huge.is_err());
+        let negative: Result<Duration, _> = deserialize(serde_json::json!(-1));
+        assert!(negative.is_err());
     }
 }
