@@ -62,6 +62,8 @@ enum Scenario {
     Notifier,
     /// 7: the klaxon binary's start-up time and memory.
     Process,
+    /// 8: history queries (dashboard, dead letters, depth) with 100,000 notifications.
+    History,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -124,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::Process) {
         let r = scenarios::process::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::History) {
+        let r = scenarios::history::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

@@ -8,6 +8,7 @@
 //! - [`process`]: 7, the `klaxon` binary's start-up time and memory.
 
 pub mod delivery;
+pub mod history;
 pub mod http;
 pub mod notifier;
 pub mod process;
