@@ -1,7 +1,9 @@
 //! The HTTP API (PRODUCT.md §4): notifications and events in; history, status, health and
 //! metrics out. Handlers parse and validate at the edge and hand typed values to `ingest`.
 
+mod dashboard;
 mod error;
+mod stream;
 
 use std::sync::Arc;
 
@@ -45,12 +47,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/dead-letters/retry", post(retry_all_dead))
         .route("/api/v1/dead-letters/{id}/retry", post(retry_dead))
+        .route("/api/v1/events/stream", get(stream::events))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
         ));
     Router::new()
         .merge(api)
+        .merge(dashboard::router())
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status))
