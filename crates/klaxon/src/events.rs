@@ -20,6 +20,9 @@ use crate::deliver::registry::ChannelView;
 /// busy engine. A dashboard that falls further behind reloads rather than replays.
 pub const CAPACITY: usize = 4096;
 
+/// How much of a message a delivery event carries: a table row's worth.
+pub const SUMMARY_CHARS: usize = 200;
+
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -61,6 +64,8 @@ pub struct DeliveryEvent {
     /// From the notification's acceptance to this outcome: what the latency chart shows.
     pub accept_to_outcome_ms: u64,
     pub title: Option<String>,
+    /// The start of the message (at most [`SUMMARY_CHARS`]), for the live list and its search.
+    pub summary: String,
     pub severity: Severity,
     pub at: DateTime<Utc>,
 }

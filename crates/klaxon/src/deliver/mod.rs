@@ -626,6 +626,12 @@ impl Engine {
             latency_ms: done.attempt.latency_ms,
             accept_to_outcome_ms: since_accept as u64,
             title: c.notification.title.clone(),
+            summary: c
+                .notification
+                .message
+                .chars()
+                .take(crate::events::SUMMARY_CHARS)
+                .collect(),
             severity: c.notification.severity,
             at: now,
         }));
