@@ -129,7 +129,16 @@ function renderChannels() {
     return;
   }
   const cards = [];
-  for (const c of channels.values()) cards.push(card(c));
+  for (const c of channels.values()) {
+    const fresh = card(c);
+    // Counters change with every delivery; the buttons only when their state does. Keeping
+    // the same button elements means a click is never lost to a re-render under load.
+    const old = root.querySelector(`.card[data-channel="${CSS.escape(c.name)}"]`);
+    if (old && old.dataset.controls === fresh.dataset.controls) {
+      fresh.querySelector(".actions").replaceWith(old.querySelector(".actions"));
+    }
+    cards.push(fresh);
+  }
   root.replaceChildren(...cards);
   renderLegend();
 }
@@ -145,7 +154,8 @@ function card(c) {
     "aria-label": `enable ${c.name}`,
     onchange: (ev) => setChannel(c.name, { enabled: ev.target.checked }, ev.target),
   });
-  return el("article", { class: "card", "data-channel": c.name, "data-state": c.state },
+  const controls = JSON.stringify([c.enabled, !!muted, result && result.outcome === "pending"]);
+  return el("article", { class: "card", "data-channel": c.name, "data-state": c.state, "data-controls": controls },
     el("div", { class: "card-head" },
       el("span", { class: "name", text: c.name }),
       el("span", { class: "kind", text: c.kind }),
@@ -204,18 +214,8 @@ async function sendTest(name, button) {
 function onChannel(view) {
   const old = channels.get(view.name) || {};
   channels.set(view.name, Object.assign({ backlog: old.backlog, dead: old.dead }, view));
-  scheduleRender();
-  later("channels", 2000, () => loadChannels().catch(report));
-}
-
-let renderPending = false;
-function scheduleRender() {
-  if (renderPending) return;
-  renderPending = true;
-  requestAnimationFrame(() => {
-    renderPending = false;
-    renderChannels();
-  });
+  later("cards", 500, renderChannels);
+  later("channels", 5000, () => loadChannels().catch(report));
 }
 
 const timers = new Map();
@@ -270,10 +270,10 @@ function matchesText(r, text) {
     .some((v) => v && String(v).toLowerCase().includes(text));
 }
 
-function deliveryRow(r, fresh) {
-  return el("tr", {
+function deliveryRow(r, fresh, text) {
+  const tr = el("tr", {
     "data-delivery": r.delivery_id, "data-notification": r.notification_id,
-    class: fresh ? "fresh" : null, hidden: !matchesText(r, filters().text),
+    class: fresh ? "fresh" : null, hidden: !matchesText(r, text),
     onclick: () => openDetail(r.notification_id),
   },
   el("td", { text: fmtTime(r.at) }),
@@ -282,6 +282,8 @@ function deliveryRow(r, fresh) {
   el("td", { text: r.channel }),
   el("td", { class: "status " + r.status, title: r.error || "", text: r.status }),
   el("td", { class: "tries", text: String(r.attempts ?? "") }));
+  tr._row = r;
+  return tr;
 }
 
 async function loadDeliveries(more) {
@@ -289,40 +291,65 @@ async function loadDeliveries(more) {
   const f = filters();
   const data = await api(listQuery(f, more ? cursor : null));
   if (gen !== listGen) return;
-  const rows = data.items.flatMap((n) => rowsOf(n, f)).map((r) => {
-    const tr = deliveryRow(r, false);
-    tr._row = r;
-    return tr;
-  });
+  const rows = data.items.flatMap((n) => rowsOf(n, f)).map((r) => deliveryRow(r, false, f.text));
   const body = $("#deliveries tbody");
   if (more) body.append(...rows);
   else body.replaceChildren(...rows);
+  indexRows();
   cursor = data.next_cursor;
   $("#more").hidden = !cursor;
 }
 
-/** A `delivery` event: update its row, or put a new one on top if it fits the filters. */
+const rowIndex = new Map(); // delivery id -> its <tr> in the table
+let incoming = [];          // delivery events not yet shown (shown in batches)
+
+function indexRows() {
+  rowIndex.clear();
+  for (const tr of $("#deliveries tbody").rows) rowIndex.set(tr.dataset.delivery, tr);
+}
+
+/** A `delivery` event: shown with the others of the next quarter second, in one DOM update. */
 function onDeliveryRow(ev) {
+  incoming.push(ev);
+  later("rows", 250, flushRows);
+}
+
+function flushRows() {
+  const batch = incoming;
+  incoming = [];
   const body = $("#deliveries tbody");
-  const existing = body.querySelector(`tr[data-delivery="${CSS.escape(ev.delivery_id)}"]`);
-  const r = {
+  const f = filters();
+  const top = document.createDocumentFragment();
+  const newest = new Map();
+  for (const ev of batch) newest.set(ev.delivery_id, ev); // the last word on each delivery
+  for (const ev of [...newest.values()].reverse()) {
+    const r = rowFromEvent(ev);
+    const existing = rowIndex.get(r.delivery_id);
+    if (existing) {
+      const tr = deliveryRow(r, true, f.text);
+      existing.replaceWith(tr);
+      rowIndex.set(r.delivery_id, tr);
+      continue;
+    }
+    if ((f.channel && r.channel !== f.channel) || (f.status && r.status !== f.status)
+      || (f.severity && r.severity !== f.severity)) continue;
+    const tr = deliveryRow(r, true, f.text);
+    rowIndex.set(r.delivery_id, tr);
+    top.append(tr);
+  }
+  body.prepend(top);
+  while (body.rows.length > MAX_ROWS) {
+    rowIndex.delete(body.lastElementChild.dataset.delivery);
+    body.lastElementChild.remove();
+  }
+}
+
+function rowFromEvent(ev) {
+  return {
     delivery_id: ev.delivery_id, notification_id: ev.notification_id, at: ev.at,
     title: ev.title, summary: ev.summary, severity: ev.severity, channel: ev.channel,
     status: ev.status, attempts: ev.attempt, error: ev.error,
   };
-  const f = filters();
-  if (existing) {
-    const tr = deliveryRow(r, true);
-    tr._row = r;
-    existing.replaceWith(tr);
-    return;
-  }
-  if ((f.channel && r.channel !== f.channel) || (f.status && r.status !== f.status)
-    || (f.severity && r.severity !== f.severity)) return;
-  const tr = deliveryRow(r, true);
-  tr._row = r;
-  body.prepend(tr);
-  while (body.rows.length > MAX_ROWS) body.lastElementChild.remove();
 }
 
 function applyText() {
@@ -598,7 +625,8 @@ function dispatch(name, data) {
       countDelivery(data.delivery_id + ":" + data.status, data.channel, data.status, new Date(data.at).getTime(),
         data.status === "delivered" ? data.accept_to_outcome_ms : -1);
       later("charts", 1000, drawCharts);
-      if (data.status === "dead" || data.attempt > 1) later("dead", 1500, () => loadDead(false).catch(report));
+      // The dead-letter list is a query of its own: at most every 5 s, however busy.
+      if (data.status === "dead" || data.attempt > 1) later("dead", 5000, () => loadDead(false).catch(report));
       break;
     case "channel":
       onChannel(data);
