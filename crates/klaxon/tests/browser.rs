@@ -276,7 +276,7 @@ async fn send_test_shows_its_outcome_on_the_card() {
 }
 
 #[tokio::test]
-async fn a_retried_dead_letter_is_delivered_and_shows_both_attempts() {
+async fn dead_letters_retried_one_by_one_and_all_at_once_are_delivered() {
     let Some(chromium) = chromium() else { return };
     let _one = ONE_BROWSER.lock().await;
     let w = world("").await;
@@ -286,11 +286,26 @@ async fn a_retried_dead_letter_is_delivered_and_shows_both_attempts() {
     let before = w.backup.count();
     w.backup.set_status_for_all(200);
     d.go("").await;
-    d.finish().await;
+    d.step("another-dead").await;
     assert_eq!(
         w.backup.count(),
         before + 1,
         "the retry reached the provider once"
+    );
+    w.backup.set_status_for_all(500);
+    let id = send(
+        &w.server,
+        json!({"message": "second failure", "channels": ["backup"]}),
+    )
+    .await;
+    w.server.wait_final(&id, Duration::from_secs(10)).await;
+    w.backup.set_status_for_all(200);
+    d.go("").await;
+    d.finish().await;
+    let v = w.server.wait_final(&id, Duration::from_secs(10)).await;
+    assert_eq!(
+        v["deliveries"][0]["status"], "delivered",
+        "retried by Retry all: {v}"
     );
     w.server.stop().await;
 }

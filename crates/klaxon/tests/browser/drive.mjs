@@ -20,6 +20,7 @@ const queued = [];
 lines.on("line", (l) => (pending.length ? pending.shift()(l) : queued.push(l)));
 /** Tells the Rust side to act, and waits until it has. */
 function step(name) {
+  process.stderr.write(`[${scenario}] step ${name}\n`);
   process.stdout.write(`STEP ${name}\n`);
   return new Promise((resolve) => (queued.length ? resolve(queued.shift()) : pending.push(resolve)));
 }
@@ -127,6 +128,12 @@ const scenarios = {
     await page.locator("#detail tr.attempt").nth(1).waitFor({ timeout: WAIT });
     const attempts = await page.locator("#detail tr.attempt").count();
     check(attempts === 2, `two attempts in the detail view, saw ${attempts}`);
+    await page.click("#detail-close");
+    // A new dead letter shows up by itself; "Retry all" clears the list.
+    await step("another-dead");
+    await page.locator("#dead tbody tr[data-delivery]").first().waitFor({ timeout: WAIT });
+    await page.click("#retry-all");
+    await page.locator("#dead tbody tr.empty").waitFor({ timeout: WAIT });
   },
 
   /** A notification sent while the page is open appears without a reload. */

@@ -446,15 +446,15 @@ async function retryAll() {
 // latency. Seeded from the list API (the newest CHART_PAGES pages of the hour), then live.
 
 const buckets = new Map(); // channel -> Map(minute -> {n, latSum, latN})
-const seen = new Set();    // delivery ids counted (a row and its live event count once)
+const seen = new Map();    // "delivery:status" -> minute counted (a row and its event count once)
 
 function minuteOf(t) { return Math.floor(t / MIN_MS); }
 
 function countDelivery(id, channel, status, at, latencyMs) {
   if (status !== "delivered" && status !== "dead") return;
   if (seen.has(id)) return;
-  seen.add(id);
   const m = minuteOf(at);
+  seen.set(id, m);
   if (m < minuteOf(Date.now() - HOUR_MS)) return;
   if (!buckets.has(channel)) buckets.set(channel, new Map());
   const b = buckets.get(channel);
@@ -558,6 +558,13 @@ function lineChart(target, value, unit) {
     flush();
   }
   target.replaceChildren(...parts);
+}
+
+/** Forgets what fell out of the hour, so a page left open for days stays small. */
+function pruneCharts() {
+  const oldest = minuteOf(Date.now() - HOUR_MS);
+  for (const [id, m] of seen) if (m < oldest) seen.delete(id);
+  for (const b of buckets.values()) for (const m of b.keys()) if (m < oldest) b.delete(m);
 }
 
 function drawCharts() {
@@ -665,7 +672,7 @@ async function start() {
   seedCharts().catch(report);
   follow();
   // Minutes move on even when nothing happens; counters like backlog come from the store.
-  setInterval(drawCharts, 30000);
+  setInterval(() => { pruneCharts(); drawCharts(); }, 30000);
   setInterval(() => loadChannels().catch(report), 15000);
 }
 
