@@ -94,7 +94,13 @@ async function submitToken(ev) {
   const waiters = loginWaiters;
   loginWaiters = [];
   waiters.forEach((w) => w());
-  start();
+  if (started) {
+    // The token changed under a running page (the server was restarted with another one).
+    refreshAll();
+    follow();
+  } else {
+    start();
+  }
 }
 
 function report(e) {
