@@ -24,6 +24,8 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     pub started_at: DateTime<Utc>,
     pub metrics: PrometheusHandle,
+    /// The live event bus (the engine's own; operator changes and ingest publish to it too).
+    pub events: crate::events::Events,
 }
 
 pub struct Service {
@@ -71,6 +73,7 @@ impl Service {
             committer,
             engine.engine.clone(),
         );
+        let events = engine.engine.events.clone();
         let shared = Arc::new(Shared {
             store: store.clone(),
             registry: registry.clone(),
@@ -78,6 +81,7 @@ impl Service {
             engine: engine.engine.clone(),
             started_at: Utc::now(),
             metrics,
+            events,
             config,
         });
         let gauges = tokio::spawn(refresh_gauges(store, registry));

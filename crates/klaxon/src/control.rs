@@ -76,7 +76,10 @@ pub async fn change_channel(
     }
     tracing::info!(channel = %name, enabled = ?change.enabled, muted_until = ?change.muted_until, "channel changed by an operator");
     s.engine.wake();
-    Ok(rt.view(Utc::now()))
+    let view = rt.view(Utc::now());
+    s.events
+        .publish(crate::events::Event::Channel(view.clone()));
+    Ok(view)
 }
 
 /// What a test send came to.

@@ -97,10 +97,18 @@ impl Ingest {
             .map(|e| e.notification.source.clone())
             .collect();
         let out = self.committer.submit(entries).await?;
+        let events = &self.engine.events;
         for (src, r) in sources.into_iter().zip(&out) {
             if !r.duplicate {
                 metrics::counter!("klaxon_notifications_received_total", "source" => src)
                     .increment(1);
+                events.publish(crate::events::Event::Accepted(
+                    crate::events::AcceptedEvent {
+                        notification_id: r.notification_id,
+                        deliveries: r.deliveries.len(),
+                        at: chrono::Utc::now(),
+                    },
+                ));
             }
         }
         self.engine.wake();

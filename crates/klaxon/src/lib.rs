@@ -4,6 +4,7 @@
 //! - [`api`]: the HTTP API (axum) — notifications, events, history, status, metrics.
 //! - [`ingest`]: routes a notification to channels, commits it (group commit), wakes the engine.
 //! - [`deliver`]: the engine — leased claims, rate limits, retries, breaker, shutdown.
+//! - [`events`]: the live event bus (delivery outcomes, channel changes) behind the SSE stream.
 //! - [`control`]: operator actions (switch, mute, test, retry dead letters) shared by API and CLI.
 //! - [`app`]: assembles a running service from a [`Config`]; [`server`] serves it over HTTP.
 //! - [`Notifier`]: the same pipeline embedded in a Rust program, with a non-blocking `send`.
@@ -16,6 +17,7 @@ pub mod app;
 pub mod client;
 pub mod control;
 pub mod deliver;
+pub mod events;
 pub mod ingest;
 pub mod metrics;
 pub mod notifier;

@@ -53,6 +53,12 @@ pub async fn serve(
     tracing::info!(address = %bound, "Klaxon listening");
     on_bound(bound);
     let app = crate::api::router(service.shared.clone());
+    let events = service.shared.events.clone();
+    let stop = async move {
+        stop.await;
+        // Live streams never finish by themselves: end them so the graceful stop can.
+        events.close();
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await?;

@@ -27,7 +27,8 @@ use crate::deliver::registry::ChannelView;
         (name = "notifications", description = "Submit and look up notifications"),
         (name = "channels", description = "Channels: state, switches, mutes, test sends"),
         (name = "dead-letters", description = "Deliveries that ended dead, and their retry"),
-        (name = "service", description = "Health, readiness, status, metrics"),
+        (name = "service", description = "Health, readiness, status, metrics, the live event stream"),
+        (name = "dashboard", description = "The operator page and its files"),
     )
 )]
 pub struct ApiDoc;

@@ -1,8 +1,10 @@
 //! The HTTP API (PRODUCT.md §4): notifications and events in; history, status, health and
 //! metrics out. Handlers parse and validate at the edge and hand typed values to `ingest`.
 
+mod dashboard;
 mod doc;
 mod error;
+mod stream;
 
 use std::sync::Arc;
 
@@ -43,13 +45,17 @@ fn routes() -> (OpenApiRouter<Arc<Shared>>, OpenApiRouter<Arc<Shared>>) {
         .routes(routes!(test_channel))
         .routes(routes!(list_dead_letters))
         .routes(routes!(retry_all_dead))
-        .routes(routes!(retry_dead));
+        .routes(routes!(retry_dead))
+        .routes(routes!(stream::events));
     let public = OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(status))
         .routes(routes!(metrics))
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::app_js))
+        .routes(routes!(dashboard::app_css));
     (protected, public)
 }
 

@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use self::decide::{Effects, decide};
 use self::registry::{Guard, Registry, Runtime};
+use crate::events::{DeliveryEvent, Event, Events};
 
 /// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
 /// back to the store with `not_before` at the slot.
@@ -76,6 +77,8 @@ pub struct Engine {
     in_flight: Mutex<HashSet<Uuid>>,
     /// Every spawned send, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Where each accounted attempt and channel change is announced (the live stream).
+    pub events: Events,
 }
 
 /// Handle to the engine's background work, to stop it.
@@ -108,6 +111,7 @@ impl Engine {
             completions: tx,
             in_flight: Mutex::new(HashSet::new()),
             tasks: TaskTracker::new(),
+            events: Events::new(),
         });
         // Pauses persisted by an earlier run (a 429's retry_after) still hold.
         for rt in engine.registry.all() {
@@ -602,6 +606,36 @@ impl Engine {
         if changed && let Err(e) = self.store.patch_channel(&name, patch).await {
             tracing::warn!(channel = %name, error = %e, "could not persist channel state");
         }
+        self.announce(rt, c, done, now);
+    }
+
+    /// Tells the live stream what this attempt came to, and how its channel looks now.
+    fn announce(&self, rt: &Runtime, c: &Claimed, done: &Completion, now: DateTime<Utc>) {
+        if !self.events.watched() {
+            return;
+        }
+        let since_accept = (now - c.notification.created_at).num_milliseconds().max(0);
+        self.events.publish(Event::Delivery(DeliveryEvent {
+            delivery_id: c.delivery.id,
+            notification_id: c.notification.id,
+            channel: rt.spec.name.clone(),
+            target: c.delivery.target.clone(),
+            status: done.status,
+            attempt: done.attempt.number,
+            error: done.attempt.error.clone(),
+            latency_ms: done.attempt.latency_ms,
+            accept_to_outcome_ms: since_accept as u64,
+            title: c.notification.title.clone(),
+            summary: c
+                .notification
+                .message
+                .chars()
+                .take(crate::events::SUMMARY_CHARS)
+                .collect(),
+            severity: c.notification.severity,
+            at: now,
+        }));
+        self.events.publish(Event::Channel(rt.view(now)));
     }
 
     /// Holds every send on the channel for `d` (all its targets).
