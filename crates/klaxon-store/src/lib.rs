@@ -136,6 +136,8 @@ pub struct ListFilter {
     pub limit: usize,
     /// Return notifications older than this id (the last one of the previous page).
     pub cursor: Option<Uuid>,
+    /// Only notifications whose title or message contains this (ASCII case-insensitive).
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone)]

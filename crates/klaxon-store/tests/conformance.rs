@@ -403,6 +403,46 @@ async fn list_filters_and_cursor(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(pending.len(), 5);
+    // Status with channel and cursor: read through the status index, still newest first.
+    let pending_a = store
+        .list(ListFilter {
+            limit: 10,
+            status: Some(DeliveryStatus::Pending),
+            channel: Some("a".into()),
+            cursor: Some(ids[2]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending_a
+            .iter()
+            .map(|r| r.notification.id)
+            .collect::<Vec<_>>(),
+        [ids[1], ids[0]]
+    );
+    let none = store
+        .list(ListFilter {
+            limit: 10,
+            status: Some(DeliveryStatus::Dead),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // Text: title or message, case-insensitive.
+    let m3 = store
+        .list(ListFilter {
+            limit: 10,
+            text: Some("M3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        m3.iter().map(|r| r.notification.id).collect::<Vec<_>>(),
+        [ids[3]]
+    );
 }
 
 async fn channel_state_persists(store: Arc<dyn Store>) {

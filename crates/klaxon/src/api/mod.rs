@@ -342,6 +342,7 @@ struct ListQuery {
     until: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    q: Option<String>,
 }
 
 /// `limit`: 1–1000, default 50.
@@ -376,7 +377,8 @@ fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, A
         ("since" = Option<String>, Query, description = "RFC 3339"),
         ("until" = Option<String>, Query, description = "RFC 3339"),
         ("limit" = Option<usize>, Query, description = "1–1000, default 50"),
-        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page")),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page"),
+        ("q" = Option<String>, Query, description = "Text in the title or message (case-insensitive), at most 200 characters")),
     responses((status = 200, description = "Newest first", body = doc::NotificationPage), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
     security(("bearer" = [])))]
 async fn list_notifications(
@@ -414,6 +416,16 @@ async fn list_notifications(
         until: query_time(q.until, "until")?,
         limit,
         cursor,
+        text: match q.q {
+            Some(t) if t.chars().count() > 200 => {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    "`q` is at most 200 characters",
+                )
+                .field("q"));
+            }
+            other => other,
+        },
     };
     let items = s.store.list(filter).await?;
     let next = (items.len() == limit)

@@ -251,6 +251,7 @@ function listQuery(f, cur) {
   if (f.status) q.set("status", f.status);
   if (f.channel) q.set("channel", f.channel);
   if (f.severity) q.set("severity", f.severity);
+  if (f.text) q.set("q", f.text);
   if (cur) q.set("cursor", cur);
   return "/api/v1/notifications?" + q;
 }
@@ -358,9 +359,14 @@ function rowFromEvent(ev) {
   };
 }
 
+let textTimer = null;
+/** Loaded rows filter at once; the store is searched too (title and message), after typing
+ *  pauses, so a match that is not on the loaded pages is found. */
 function applyText() {
   const text = filters().text;
   for (const tr of $("#deliveries tbody").rows) tr.hidden = !matchesText(tr._row || {}, text);
+  clearTimeout(textTimer);
+  textTimer = setTimeout(() => loadDeliveries(false).catch(report), 300);
 }
 
 async function openDetail(id) {
