@@ -676,35 +676,44 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, f: ListFilter) -> Result<Vec<NotificationRecord>> {
-        let rows = sqlx::query(
+        // With a status the deliveries' (status, notification_id) index is walked newest
+        // first, so a rare status (dead letters) and a common one both stop after a page;
+        // without one, notifications are walked by id.
+        let sql = if f.status.is_some() {
+            "SELECT n.id, n.body FROM deliveries d JOIN notifications n ON n.id = d.notification_id \
+             WHERE d.status = ?5 AND (?6 IS NULL OR d.channel = ?6) \
+               AND (?1 IS NULL OR d.notification_id < ?1) AND (?2 IS NULL OR n.severity = ?2) \
+               AND (?3 IS NULL OR n.created_at >= ?3) AND (?4 IS NULL OR n.created_at < ?4) \
+               AND (?8 IS NULL OR instr(lower(n.message), ?8) > 0 \
+                    OR instr(lower(coalesce(n.title, '')), ?8) > 0) \
+             GROUP BY d.notification_id ORDER BY d.notification_id DESC LIMIT ?7"
+        } else {
             "SELECT n.id, n.body FROM notifications n \
              WHERE (?1 IS NULL OR n.id < ?1) AND (?2 IS NULL OR n.severity = ?2) \
                AND (?3 IS NULL OR n.created_at >= ?3) AND (?4 IS NULL OR n.created_at < ?4) \
-               AND (?5 IS NOT NULL OR ?6 IS NULL OR EXISTS (SELECT 1 FROM deliveries d \
+               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM deliveries d \
                     WHERE d.notification_id = n.id AND d.channel = ?6)) \
-               AND (?5 IS NULL OR n.id IN (SELECT d.notification_id FROM deliveries d \
-                    WHERE d.status = ?5 AND (?6 IS NULL OR d.channel = ?6) \
-                      AND (?1 IS NULL OR d.notification_id < ?1))) \
                AND (?8 IS NULL OR instr(lower(n.message), ?8) > 0 \
                     OR instr(lower(coalesce(n.title, '')), ?8) > 0) \
-             ORDER BY n.id DESC LIMIT ?7",
-        )
-        .bind(f.cursor.map(id_str))
-        .bind(f.severity.map(|s| s.as_str()))
-        .bind(f.since.map(ms))
-        .bind(f.until.map(ms))
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(&f.channel)
-        .bind(f.limit.clamp(1, 1000) as i64)
-        .bind(
-            f.text
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_ascii_lowercase),
-        )
-        .fetch_all(&self.reader)
-        .await?;
+             ORDER BY n.id DESC LIMIT ?7"
+        };
+        let rows = sqlx::query(sql)
+            .bind(f.cursor.map(id_str))
+            .bind(f.severity.map(|s| s.as_str()))
+            .bind(f.since.map(ms))
+            .bind(f.until.map(ms))
+            .bind(f.status.map(|s| s.as_str()))
+            .bind(&f.channel)
+            .bind(f.limit.clamp(1, 1000) as i64)
+            .bind(
+                f.text
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_ascii_lowercase),
+            )
+            .fetch_all(&self.reader)
+            .await?;
         let ids: Vec<String> = rows
             .iter()
             .map(|r| r.try_get::<String, _>("id"))

@@ -83,6 +83,23 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
         }
     })
     .await?;
+    // The dead-letter query as it was before the status index: newest notifications first,
+    // each checked for a dead delivery — a scan when dead letters are rare.
+    let p = pool.clone();
+    let dead_by_scan = time(move || {
+        let p = p.clone();
+        async move {
+            sqlx::query(
+                "SELECT n.id, n.body FROM notifications n WHERE EXISTS (SELECT 1 FROM deliveries d \
+                 WHERE d.notification_id = n.id AND d.status = 'dead') ORDER BY n.id DESC LIMIT 50",
+            )
+            .fetch_all(&p)
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+        }
+    })
+    .await?;
     pool.close().await;
 
     let list = |f: ListFilter| {
@@ -164,11 +181,19 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
         ),
     ];
     for (name, filter) in cases {
+        let rare_dead = filter.status == Some(DeliveryStatus::Dead) && filter.channel.is_none();
         let d = time(list(filter)).await?;
         report.row(Row {
             figure: name,
             value: Fig::micros(d.as_micros() as u64),
-            baseline: Some(("raw newest 50", Fig::micros(baseline.as_micros() as u64))),
+            baseline: Some(if rare_dead {
+                (
+                    "the same by scanning notifications (before the status index)",
+                    Fig::micros(dead_by_scan.as_micros() as u64),
+                )
+            } else {
+                ("raw newest 50", Fig::micros(baseline.as_micros() as u64))
+            }),
             goal: Some(Goal::Below(GOAL_US)),
         });
     }
