@@ -171,8 +171,8 @@ url = "{}"
 [channels.desk]
 url = "tgram://{TG_TOKEN}/-100222333"
 "#,
-        alerts.url().replacen("http://", "json://", 1),
-        backup.url().replacen("http://", "json://", 1),
+        common::json_url(alerts),
+        common::json_url(backup),
     )
 }
 
@@ -196,9 +196,7 @@ async fn world(extra: &str) -> World {
 }
 
 async fn send(s: &TestServer, body: Value) -> String {
-    let (code, v) = s.post("/api/v1/notifications", &body).await;
-    assert_eq!(code, 202, "{v}");
-    v["id"].as_str().unwrap().to_string()
+    s.send(body).await
 }
 
 /// Some history for the cards, the table and the charts: deliveries everywhere, one dead letter.

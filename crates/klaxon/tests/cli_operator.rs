@@ -46,7 +46,7 @@ retries = 0
 [channels.hook]
 url = "{}"
 "#,
-        sink.url().replacen("http://", "json://", 1)
+        common::json_url(&sink)
     );
     let s = TestServer::start(&server_cfg).await;
     let dir = tempfile::tempdir().unwrap();

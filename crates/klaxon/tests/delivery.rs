@@ -33,9 +33,7 @@ cooldown = "300ms"
 }
 
 async fn send(s: &TestServer, body: Value) -> String {
-    let (code, v) = s.post("/api/v1/notifications", &body).await;
-    assert_eq!(code, 202, "{v}");
-    v["id"].as_str().unwrap().to_string()
+    s.send(body).await
 }
 
 fn statuses(v: &Value) -> Vec<String> {
@@ -253,7 +251,7 @@ async fn discord_follows_its_rate_limit_headers() {
 #[tokio::test]
 async fn signed_webhook_with_stable_id_across_retries() {
     let sink = WebhookSink::start_signed(SECRET).await;
-    let url = sink.url().replacen("http://", "json://", 1);
+    let url = common::json_url(&sink);
     let cfg = fast_retries(&format!(
         "[channels.hook]\nurl = \"{url}/in?src=klaxon\"\nsecret = \"{SECRET}\"\nheaders = {{ X-Team = \"quant\" }}\n"
     ));
@@ -294,7 +292,7 @@ async fn signed_webhook_with_stable_id_across_retries() {
 #[tokio::test]
 async fn failures_retry_then_die_and_open_the_circuit() {
     let sink = WebhookSink::start().await;
-    let url = sink.url().replacen("http://", "json://", 1);
+    let url = common::json_url(&sink);
     let cfg = fast_retries(&format!("[channels.hook]\nurl = \"{url}/\"\n"));
     let s = TestServer::start(&cfg).await;
     sink.set_fail(FailMode::Status(500));
@@ -331,7 +329,7 @@ async fn failures_retry_then_die_and_open_the_circuit() {
 #[tokio::test]
 async fn gone_webhook_disables_the_channel_and_survives_restart() {
     let sink = WebhookSink::start().await;
-    let url = sink.url().replacen("http://", "json://", 1);
+    let url = common::json_url(&sink);
     let s = TestServer::start(&fast_retries(&format!(
         "[channels.hook]\nurl = \"{url}/\"\n"
     )))
@@ -364,7 +362,7 @@ async fn gone_webhook_disables_the_channel_and_survives_restart() {
 #[tokio::test]
 async fn scheduled_and_expired() {
     let sink = WebhookSink::start().await;
-    let url = sink.url().replacen("http://", "json://", 1);
+    let url = common::json_url(&sink);
     // Retries every 100 ms for long enough that expiry, not the retry budget, ends it.
     let cfg = fast_retries(&format!(
         "[channels.hook]\nurl = \"{url}/\"\nretry = {{ retries = 50, base = \"100ms\", factor = 1.0, jitter = 0.0 }}\n"
@@ -412,7 +410,7 @@ async fn telegram_markup_refused_is_resent_once_as_plain_text() {
 #[tokio::test]
 async fn a_slow_provider_times_out_and_is_retried() {
     let sink = WebhookSink::start().await;
-    let url = sink.url().replacen("http://", "json://", 1);
+    let url = common::json_url(&sink);
     let cfg = fast_retries(&format!(
         "[channels.hook]\nurl = \"{url}/\"\ntimeout = \"200ms\"\nretry = {{ retries = 20, base = \"50ms\" }}\n"
     ));

@@ -25,7 +25,7 @@ jitter = 0.0
 [channels.hook]
 url = "{}"
 "#,
-        sink.url().replacen("http://", "json://", 1)
+        common::json_url(sink)
     )
 }
 

@@ -27,9 +27,7 @@ jitter = 0.0
 }
 
 async fn send(s: &TestServer, body: Value) -> String {
-    let (code, v) = s.post("/api/v1/notifications", &body).await;
-    assert_eq!(code, 202, "{v}");
-    v["id"].as_str().unwrap().to_string()
+    s.send(body).await
 }
 
 fn by_channel<'a>(v: &'a Value, channel: &str) -> Vec<&'a Value> {
@@ -80,7 +78,7 @@ url = "discord://42/tok"
 [channels.hook]
 url = "{}"
 "#,
-        sink.url().replacen("http://", "json://", 1)
+        common::json_url(&sink)
     ));
     let s = TestServer::start_env(
         &cfg,
@@ -148,8 +146,8 @@ fallback_after = "1s"
 [channels.backup]
 url = "{}"
 "#,
-        down.url().replacen("http://", "json://", 1),
-        backup.url().replacen("http://", "json://", 1)
+        common::json_url(&down),
+        common::json_url(&backup)
     );
     let s = TestServer::start(&cfg).await;
     let ids = [
@@ -212,7 +210,7 @@ url = "discord://43/tok"
 [channels.hook]
 url = "{}"
 "#,
-        sink.url().replacen("http://", "json://", 1)
+        common::json_url(&sink)
     ));
     let s = TestServer::start_env(
         &cfg,
@@ -276,8 +274,8 @@ fallback = ["backup"]
 [channels.backup]
 url = "{}"
 "#,
-        gone.url().replacen("http://", "json://", 1),
-        backup.url().replacen("http://", "json://", 1)
+        common::json_url(&gone),
+        common::json_url(&backup)
     ));
     let s = TestServer::start(&cfg).await;
     let first = send(&s, json!({"message": "first", "channels": ["primary"]})).await;

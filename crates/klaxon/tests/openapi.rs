@@ -73,7 +73,7 @@ async fn the_document_is_valid_complete_and_true() {
     let sink = WebhookSink::start().await;
     let cfg = format!(
         "[store]\nurl = \"{{db}}\"\n[delivery]\nhealth_interval = \"1h\"\n[delivery.retry]\nretries = 0\n[channels.hook]\nurl = \"{}\"\n",
-        sink.url().replacen("http://", "json://", 1)
+        common::json_url(&sink)
     );
     let s = TestServer::start(&cfg).await;
     let (code, doc) = s.get("/api/openapi.json").await;

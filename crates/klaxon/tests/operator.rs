@@ -23,7 +23,7 @@ jitter = 0.0
 [channels.hook]
 url = "{}"
 "#,
-        sink.url().replacen("http://", "json://", 1)
+        common::json_url(sink)
     )
 }
 
@@ -34,9 +34,7 @@ async fn patch(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn send(s: &TestServer, body: Value) -> String {
-    let (code, v) = s.post("/api/v1/notifications", &body).await;
-    assert_eq!(code, 202, "{v}");
-    v["id"].as_str().unwrap().to_string()
+    s.send(body).await
 }
 
 async fn status_of(s: &TestServer, id: &str) -> String {

@@ -345,6 +345,17 @@ struct ListQuery {
     q: Option<String>,
 }
 
+/// A query string as `T`, or a 400 saying what is wrong with it.
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// `cursor`: the last id of the previous page.
+fn parse_cursor(c: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    c.map(parse_id).transpose().map_err(|e| e.field("cursor"))
+}
+
 /// `limit`: 1–1000, default 50.
 fn parse_limit(v: Option<String>) -> Result<usize, ApiError> {
     match v {
@@ -385,7 +396,7 @@ async fn list_notifications(
     State(s): State<Arc<Shared>>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = query(q)?;
     let status = q
         .status
         .map(|v| {
@@ -402,12 +413,7 @@ async fn list_notifications(
         })
         .transpose()?;
     let limit = parse_limit(q.limit)?;
-    let cursor = q
-        .cursor
-        .as_deref()
-        .map(parse_id)
-        .transpose()
-        .map_err(|e| e.field("cursor"))?;
+    let cursor = parse_cursor(q.cursor.as_deref())?;
     let filter = ListFilter {
         status,
         channel: q.channel,
@@ -606,14 +612,9 @@ async fn list_dead_letters(
     State(s): State<Arc<Shared>>,
     q: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = query(q)?;
     let limit = parse_limit(q.limit)?;
-    let cursor = q
-        .cursor
-        .as_deref()
-        .map(parse_id)
-        .transpose()
-        .map_err(|e| e.field("cursor"))?;
+    let cursor = parse_cursor(q.cursor.as_deref())?;
     let records = s
         .store
         .list(ListFilter {
@@ -687,7 +688,7 @@ async fn retry_all_dead(
     State(s): State<Arc<Shared>>,
     q: Result<Query<AllQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = query(q)?;
     if q.all.as_deref() != Some("true") {
         return Err(ApiError::bad_request(
             "invalid_field",

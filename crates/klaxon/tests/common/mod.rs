@@ -105,6 +105,13 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Submits a notification, expects `202`, returns its id.
+    pub async fn send(&self, body: Value) -> String {
+        let (code, v) = self.post("/api/v1/notifications", &body).await;
+        assert_eq!(code, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
     /// Polls a notification until every delivery is final, or panics after `timeout`.
     pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -149,6 +156,11 @@ impl TestServer {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
     }
+}
+
+/// A `json://` channel URL for a webhook sink (the sink speaks plain HTTP on loopback).
+pub fn json_url(sink: &klaxon_fakes::webhook::WebhookSink) -> String {
+    sink.url().replacen("http://", "json://", 1)
 }
 
 /// The one rustls provider, also for test clients.
