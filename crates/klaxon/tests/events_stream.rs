@@ -211,3 +211,16 @@ async fn stopping_the_server_ends_open_streams() {
     let end = tokio::time::timeout(Duration::from_secs(5), sse.resp.chunk()).await;
     assert!(matches!(end, Ok(Ok(None)) | Ok(Err(_))), "{end:?}");
 }
+
+#[tokio::test]
+async fn health_check_results_are_announced() {
+    common::crypto();
+    let sink = WebhookSink::start().await;
+    let s = TestServer::start(&cfg(&sink, "").replace("\"1h\"", "\"200ms\"")).await;
+    let mut sse = Sse::open(&s, None).await;
+    let (name, v) = sse.next().await;
+    assert_eq!(name, "channel", "{v}");
+    assert_eq!(v["name"], "hook");
+    assert_eq!(v["health"]["state"], "not_checkable", "{v}");
+    s.stop().await;
+}

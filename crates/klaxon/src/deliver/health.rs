@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::{Guard, Registry, Runtime};
+use crate::events::{Event, Events};
 
 /// A check that has not answered by then has failed: a provider that slow will time sends out.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -25,11 +26,22 @@ pub struct HealthView {
     pub checked_at: DateTime<Utc>,
 }
 
-pub async fn run(registry: Arc<Registry>, every: Duration, cancel: CancellationToken) {
+pub async fn run(
+    registry: Arc<Registry>,
+    events: Events,
+    every: Duration,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = check_all(&registry) => {}
+        }
+        // The dashboard's cards show the new results at once.
+        if events.watched() {
+            for rt in registry.all() {
+                events.publish(Event::Channel(rt.view(Utc::now())));
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

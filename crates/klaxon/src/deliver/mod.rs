@@ -126,6 +126,7 @@ impl Engine {
         let scheduler = tokio::spawn(engine.clone().schedule(cancel.clone()));
         tokio::spawn(health::run(
             engine.registry.clone(),
+            engine.events.clone(),
             engine.cfg.health_interval,
             cancel.clone(),
         ));
