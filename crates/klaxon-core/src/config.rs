@@ -27,6 +27,30 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub channels: Vec<ChannelSpec>,
     pub routes: Vec<Route>,
+    /// `POST /hooks/tradingview/{secret}`, when a secret is configured.
+    pub tradingview: Option<TradingViewConfig>,
+}
+
+/// TradingView alerts in (PROVIDERS.md §6): no headers, no signature, so the secret rides in
+/// the URL path; the source address can be limited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TradingViewConfig {
+    pub secret: Secret,
+    /// Empty: any source. `"tradingview"` in the file stands for TradingView's four addresses.
+    pub allow_ips: Vec<std::net::IpAddr>,
+    /// Behind a reverse proxy: the header it sets with the client's address
+    /// (`X-Forwarded-For`: its last entry, the one the proxy added). Only set this when the
+    /// proxy overwrites or appends it, or anyone could claim TradingView's address.
+    pub trusted_proxy_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TradingViewFile {
+    secret: Option<String>,
+    #[serde(default)]
+    allow_ips: Vec<String>,
+    trusted_proxy_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +193,7 @@ struct FileConfig {
     providers: ProvidersConfig,
     channels: BTreeMap<String, Spanned<ChannelConfig>>,
     routes: Vec<Spanned<RouteConfig>>,
+    tradingview: Option<TradingViewFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -396,6 +421,7 @@ impl Config {
                 message: format!("`{}` is not an address like 127.0.0.1:8080", server.listen),
             });
         }
+        let tradingview = tradingview_config(file.tradingview, env, &mut errors);
         let mut store = file.store;
         if let Some(u) = env.var("KLAXON_STORE_URL") {
             store.url = u;
@@ -511,6 +537,7 @@ impl Config {
                 delivery: file.delivery,
                 channels,
                 routes,
+                tradingview,
             })
         } else {
             Err(ConfigErrors(errors))
@@ -651,6 +678,75 @@ fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -
         }
     }
     out
+}
+
+/// `[tradingview]`, or `TRADINGVIEW_SECRET` alone. A secret too short to resist guessing is
+/// refused: it is the only thing between the internet and a trader's channels.
+fn tradingview_config(
+    file: Option<TradingViewFile>,
+    env: &dyn Env,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TradingViewConfig> {
+    let file = file.unwrap_or_default();
+    let secret = file
+        .secret
+        .filter(|s| !s.is_empty())
+        .or_else(|| env.var("TRADINGVIEW_SECRET").filter(|s| !s.is_empty()))?;
+    let err = |key: &str, message: String| ConfigError {
+        line: None,
+        key: format!("tradingview.{key}"),
+        message,
+    };
+    if secret.len() < 16
+        || !secret
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        errors.push(err(
+            "secret",
+            "must be at least 16 letters, digits, `-` or `_` (it is a URL path part)".into(),
+        ));
+        return None;
+    }
+    let mut allow_ips = Vec::new();
+    for ip in &file.allow_ips {
+        if ip.eq_ignore_ascii_case("tradingview") {
+            allow_ips.extend(
+                crate::hooks::TRADINGVIEW_IPS
+                    .iter()
+                    .filter_map(|a| a.parse::<std::net::IpAddr>().ok()),
+            );
+        } else {
+            match ip.parse() {
+                Ok(a) => allow_ips.push(a),
+                Err(_) => errors.push(err(
+                    "allow_ips",
+                    format!("`{ip}` is not an IP address (or \"tradingview\" for TradingView's)"),
+                )),
+            }
+        }
+    }
+    let trusted_proxy_header = file.trusted_proxy_header.filter(|h| !h.trim().is_empty());
+    if let Some(h) = &trusted_proxy_header
+        && http_header_name_invalid(h)
+    {
+        errors.push(err(
+            "trusted_proxy_header",
+            format!("`{h}` is not a header name"),
+        ));
+    }
+    Some(TradingViewConfig {
+        secret: Secret::new(secret),
+        allow_ips,
+        trusted_proxy_header,
+    })
+}
+
+fn http_header_name_invalid(h: &str) -> bool {
+    h.is_empty()
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Provider API bases: the environment (`KLAXON_TELEGRAM_API`, …) wins over `[providers]`.
@@ -910,6 +1006,37 @@ mod tests {
             (w.from.as_str(), w.to[0].as_str()),
             ("whatsapp:+15550004444", "whatsapp:+15550005555")
         );
+    }
+
+    #[test]
+    fn tradingview_section_and_env() {
+        let c = Config::load(
+            Some("[tradingview]\nsecret = \"abcdefghijklmnop\"\nallow_ips = [\"tradingview\", \"10.0.0.1\"]\n"),
+            &env(&[]),
+        )
+        .unwrap();
+        let tv = c.tradingview.unwrap();
+        assert_eq!(tv.allow_ips.len(), 5);
+        assert_eq!(tv.secret.expose(), "abcdefghijklmnop");
+        let c = Config::load(
+            None,
+            &env(&[("TRADINGVIEW_SECRET", "env-secret-0123456789")]),
+        )
+        .unwrap();
+        assert!(c.tradingview.is_some());
+        assert!(Config::load(None, &env(&[])).unwrap().tradingview.is_none());
+        let err = Config::load(Some("[tradingview]\nsecret = \"short\"\n"), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("tradingview.secret"), "{err}");
+        assert!(
+            !err.to_string().contains("short\""),
+            "the secret is not quoted: {err}"
+        );
+        let err = Config::load(
+            Some("[tradingview]\nsecret = \"abcdefghijklmnop\"\nallow_ips = [\"nope\"]\n"),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tradingview.allow_ips"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod channel_url;
 pub mod config;
 pub mod duration;
 pub mod event;
+pub mod hooks;
 pub mod input;
 pub mod limit;
 pub mod model;

@@ -59,9 +59,13 @@ pub async fn serve(
         // Live streams never finish by themselves: end them so the graceful stop can.
         events.close();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await?;
+    // The peer address: the TradingView hook's allow-list reads it.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await?;
     tracing::info!(grace = ?grace, "stopping: intake closed, finishing sends in flight");
     service.shutdown(grace).await;
     tracing::info!("stopped");

@@ -67,12 +67,14 @@ fn assert_described(doc: &Value, schema: &Value, value: &Value, what: &str) {
     }
 }
 
+const TV_SECRET: &str = "openapi-test-secret-0123";
+
 #[tokio::test]
 async fn the_document_is_valid_complete_and_true() {
     common::crypto();
     let sink = WebhookSink::start().await;
     let cfg = format!(
-        "[store]\nurl = \"{{db}}\"\n[delivery]\nhealth_interval = \"1h\"\n[delivery.retry]\nretries = 0\n[channels.hook]\nurl = \"{}\"\n",
+        "[tradingview]\nsecret = \"{TV_SECRET}\"\n[store]\nurl = \"{{db}}\"\n[delivery]\nhealth_interval = \"1h\"\n[delivery.retry]\nretries = 0\n[channels.hook]\nurl = \"{}\"\n",
         common::json_url(&sink)
     );
     let s = TestServer::start(&cfg).await;
@@ -127,6 +129,8 @@ async fn the_document_is_valid_complete_and_true() {
         "GET /",
         "GET /dashboard/app.js",
         "GET /dashboard/app.css",
+        "POST /hooks/tradingview/{secret}",
+        "POST /hooks/alertmanager",
     ] {
         assert!(
             described.contains(route),
@@ -138,7 +142,8 @@ async fn the_document_is_valid_complete_and_true() {
         let (method, path) = route.split_once(' ').unwrap();
         let path = path
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{name}", "hook");
+            .replace("{name}", "hook")
+            .replace("{secret}", TV_SECRET);
         let method: reqwest::Method = method.parse().unwrap();
         let r = s
             .http

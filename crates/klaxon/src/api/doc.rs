@@ -29,6 +29,7 @@ use crate::deliver::registry::ChannelView;
         (name = "dead-letters", description = "Deliveries that ended dead, and their retry"),
         (name = "service", description = "Health, readiness, status, metrics, the live event stream"),
         (name = "dashboard", description = "The operator page and its files"),
+        (name = "hooks", description = "Other systems' webhooks in: TradingView, Alertmanager"),
     )
 )]
 pub struct ApiDoc;
@@ -155,6 +156,14 @@ pub struct DeadLetter {
 pub struct DeadLetterPage {
     pub items: Vec<DeadLetter>,
     pub next_cursor: Option<Uuid>,
+}
+
+/// An Alertmanager payload taken: one notification per alert.
+#[derive(ToSchema)]
+pub struct AlertsAccepted {
+    /// `accepted`.
+    pub status: String,
+    pub notifications: Vec<Uuid>,
 }
 
 #[derive(ToSchema)]

@@ -4,6 +4,7 @@
 mod dashboard;
 mod doc;
 mod error;
+mod hooks;
 mod stream;
 
 use std::sync::Arc;
@@ -46,13 +47,15 @@ fn routes() -> (OpenApiRouter<Arc<Shared>>, OpenApiRouter<Arc<Shared>>) {
         .routes(routes!(list_dead_letters))
         .routes(routes!(retry_all_dead))
         .routes(routes!(retry_dead))
-        .routes(routes!(stream::events));
+        .routes(routes!(stream::events))
+        .routes(routes!(hooks::alertmanager));
     let public = OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(status))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+        .routes(routes!(hooks::tradingview))
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::app_js))
         .routes(routes!(dashboard::app_css));
