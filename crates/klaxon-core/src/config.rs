@@ -29,6 +29,23 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `POST /hooks/tradingview/{secret}`, when a secret is configured.
     pub tradingview: Option<TradingViewConfig>,
+    /// Redis pub/sub ingestion, when `[redis] url` (or `KLAXON_REDIS_URL`) is set.
+    pub redis: Option<RedisConfig>,
+}
+
+/// Envelopes in from Redis pub/sub (PRODUCT.md §2): one per message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// May hold a password: a `Secret`.
+    pub url: Secret,
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisFile {
+    url: Option<String>,
+    channels: Option<Vec<String>>,
 }
 
 /// TradingView alerts in (PROVIDERS.md §6): no headers, no signature, so the secret rides in
@@ -194,6 +211,7 @@ struct FileConfig {
     channels: BTreeMap<String, Spanned<ChannelConfig>>,
     routes: Vec<Spanned<RouteConfig>>,
     tradingview: Option<TradingViewFile>,
+    redis: Option<RedisFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,6 +440,7 @@ impl Config {
             });
         }
         let tradingview = tradingview_config(file.tradingview, env, &mut errors);
+        let redis = redis_config(file.redis, env, &mut errors);
         let mut store = file.store;
         if let Some(u) = env.var("KLAXON_STORE_URL") {
             store.url = u;
@@ -538,6 +557,7 @@ impl Config {
                 channels,
                 routes,
                 tradingview,
+                redis,
             })
         } else {
             Err(ConfigErrors(errors))
@@ -678,6 +698,46 @@ fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -
         }
     }
     out
+}
+
+/// `[redis]`, or `KLAXON_REDIS_URL` alone; the default channels are `signals` and
+/// `webhook_signals` (PRODUCT.md §6).
+fn redis_config(
+    file: Option<RedisFile>,
+    env: &dyn Env,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RedisConfig> {
+    let file = file.unwrap_or_default();
+    let url = env
+        .var("KLAXON_REDIS_URL")
+        .or(file.url)
+        .filter(|u| !u.is_empty())?;
+    if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://"))
+    {
+        errors.push(ConfigError {
+            line: None,
+            key: "redis.url".into(),
+            message: "must start with redis:// (or rediss://, redis+unix://)".into(),
+        });
+        return None;
+    }
+    let channels = file
+        .channels
+        .unwrap_or_else(|| vec!["signals".into(), "webhook_signals".into()]);
+    if channels.is_empty() || channels.iter().any(|c| c.trim().is_empty()) {
+        errors.push(ConfigError {
+            line: None,
+            key: "redis.channels".into(),
+            message: "name at least one channel, none empty".into(),
+        });
+        return None;
+    }
+    Some(RedisConfig {
+        url: Secret::new(url),
+        channels,
+    })
 }
 
 /// `[tradingview]`, or `TRADINGVIEW_SECRET` alone. A secret too short to resist guessing is

@@ -24,6 +24,8 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     pub started_at: DateTime<Utc>,
     pub metrics: PrometheusHandle,
+    /// The Redis subscriber's state, when `[redis]` is configured.
+    pub redis: Option<crate::sources::Subscriber>,
     /// The live event bus (the engine's own; operator changes and ingest publish to it too).
     pub events: crate::events::Events,
 }
@@ -32,6 +34,9 @@ pub struct Service {
     pub shared: Arc<Shared>,
     engine: EngineHandle,
     gauges: tokio::task::JoinHandle<()>,
+    /// Ingestion beside HTTP (Redis); stopped first on shutdown, like the HTTP intake.
+    sources: Option<tokio::task::JoinHandle<()>>,
+    sources_stop: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +87,22 @@ impl Service {
             started_at: Utc::now(),
             metrics,
             events,
+            redis: config
+                .redis
+                .as_ref()
+                .map(|_| crate::sources::Subscriber::default()),
             config,
         });
+        let sources_stop = tokio_util::sync::CancellationToken::new();
+        let sources = match (&shared.config.redis, &shared.redis) {
+            (Some(cfg), Some(state)) => Some(tokio::spawn(crate::sources::redis(
+                cfg.clone(),
+                shared.clone(),
+                state.clone(),
+                sources_stop.clone(),
+            ))),
+            _ => None,
+        };
         let gauges = tokio::spawn(refresh_gauges(store, registry));
         for rt in shared.registry.all() {
             tracing::info!(
@@ -97,11 +116,17 @@ impl Service {
             shared,
             engine,
             gauges,
+            sources,
+            sources_stop,
         })
     }
 
     /// Stops delivery: in-flight sends get `grace` to finish, the rest go back to the store.
     pub async fn shutdown(self, grace: Duration) {
+        self.sources_stop.cancel();
+        if let Some(t) = self.sources {
+            let _ = t.await;
+        }
         self.gauges.abort();
         self.engine.shutdown(grace).await;
     }

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod notifier;
 pub mod server;
+pub mod sources;
 
 pub use klaxon_core::config::{Config, ConfigErrors};
 pub use klaxon_core::model::{Attachment, Notification, Priority, Severity};

@@ -177,6 +177,8 @@ pub struct HealthBody {
     pub status: String,
     /// The store's state, on `/ready`.
     pub store: Option<String>,
+    /// The Redis subscriber, on `/ready` when `[redis]` is configured (not ready while off).
+    pub redis: Option<crate::sources::SubscriberState>,
 }
 
 #[derive(ToSchema)]

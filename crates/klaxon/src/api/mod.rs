@@ -713,18 +713,23 @@ async fn health() -> Json<Value> {
     responses((status = 200, description = "The store answers", body = doc::HealthBody),
         (status = 503, description = "The store does not answer", body = doc::HealthBody)))]
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
-    match s.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "store": "ok"})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "store": e.to_string()})),
-        )
-            .into_response(),
-    }
+    let store = s.store.ping().await;
+    let redis = s.redis.as_ref().map(|r| r.state());
+    let ready = store.is_ok() && redis.as_ref().is_none_or(|r| r.connected);
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "store": match &store {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        },
+        "redis": redis,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 #[utoipa::path(get, path = "/status", tag = "service",

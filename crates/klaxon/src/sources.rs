@@ -1,0 +1,138 @@
+//! Ingestion sources beside HTTP: Redis pub/sub (PRODUCT.md §2). Each message is one event
+//! envelope (§3); it is routed and committed like `POST /api/v1/events`. A bad message is
+//! logged with the reason and counted (`klaxon_ingest_rejected_total{source,reason}`), never
+//! fatal; a lost connection is re-made with backoff, and `/ready` says whether the subscriber
+//! is on.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use klaxon_core::config::RedisConfig;
+use klaxon_core::input::{Envelope, from_json};
+use klaxon_core::secret::redact;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Shared;
+use crate::deliver::registry::Guard;
+
+/// Reconnection backoff: from 100 ms, doubling, at most 5 s — a strategy engine's signals are
+/// lost while nobody is subscribed (pub/sub keeps nothing), so come back fast.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What `/ready` shows about the subscriber. No URL: it may hold a password.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct SubscriberState {
+    pub connected: bool,
+    pub channels: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub received: u64,
+    pub rejected: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct Subscriber(pub Arc<Mutex<SubscriberState>>);
+
+impl Subscriber {
+    pub fn state(&self) -> SubscriberState {
+        self.0.guard().clone()
+    }
+}
+
+/// Runs the Redis subscriber until `cancel`.
+pub async fn redis(
+    cfg: RedisConfig,
+    shared: Arc<Shared>,
+    state: Subscriber,
+    cancel: CancellationToken,
+) {
+    state.0.guard().channels = cfg.channels.clone();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = session(&cfg, &shared, &state, &mut backoff) => r,
+        };
+        let reason = match outcome {
+            Ok(()) => "the connection closed".to_string(),
+            Err(e) => redact(&e.to_string(), &[&cfg.url]),
+        };
+        {
+            let mut s = state.0.guard();
+            s.connected = false;
+            s.since = Some(Utc::now());
+            s.last_error = Some(reason.clone());
+        }
+        metrics::gauge!("klaxon_ingest_connected", "source" => "redis").set(0.0);
+        tracing::warn!(reason = %reason, retry_in = ?backoff, "Redis subscriber disconnected; reconnecting");
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: subscribe, then take messages until it ends.
+async fn session(
+    cfg: &RedisConfig,
+    shared: &Shared,
+    state: &Subscriber,
+    backoff: &mut Duration,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(cfg.url.expose())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    for ch in &cfg.channels {
+        pubsub.subscribe(ch).await?;
+    }
+    {
+        let mut s = state.0.guard();
+        s.connected = true;
+        s.since = Some(Utc::now());
+    }
+    *backoff = BACKOFF_MIN;
+    metrics::gauge!("klaxon_ingest_connected", "source" => "redis").set(1.0);
+    tracing::info!(channels = ?cfg.channels, "Redis subscriber on");
+    let mut messages = pubsub.into_on_message();
+    while let Some(msg) = messages.next().await {
+        let channel = msg.get_channel_name().to_string();
+        let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+        take(shared, state, &channel, &payload).await;
+    }
+    Ok(())
+}
+
+/// One message: parsed, routed and committed, or rejected with a reason.
+async fn take(shared: &Shared, state: &Subscriber, channel: &str, payload: &[u8]) {
+    state.0.guard().received += 1;
+    let source = format!("redis:{channel}");
+    let reject = |reason: &'static str, detail: String| {
+        state.0.guard().rejected += 1;
+        metrics::counter!("klaxon_ingest_rejected_total", "source" => "redis", "reason" => reason)
+            .increment(1);
+        tracing::warn!(channel = %channel, reason, %detail, "Redis message rejected");
+    };
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return reject("invalid_json", format!("not JSON: {e}")),
+    };
+    let n =
+        match from_json::<Envelope>(value, "").and_then(|env| env.into_notification(&source, "")) {
+            Ok(n) => n,
+            Err(e) => return reject(e.code, format!("`{}`: {}", e.field, e.message)),
+        };
+    match shared.ingest.submit(n).await {
+        Ok(_) => {}
+        Err(crate::ingest::IngestError::Input(e)) => {
+            reject(e.code, format!("`{}`: {}", e.field, e.message))
+        }
+        // Pub/sub cannot hand it back: say loudly that it is lost.
+        Err(crate::ingest::IngestError::Store(e)) => {
+            reject("store_unavailable", format!("the store refused it: {e}"))
+        }
+    }
+}
