@@ -400,11 +400,14 @@ impl Config {
         if let Some(u) = env.var("KLAXON_STORE_URL") {
             store.url = u;
         }
-        if !store.url.starts_with("sqlite:") {
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| store.url.starts_with(p))
+        {
             errors.push(ConfigError {
                 line: None,
                 key: "store.url".into(),
-                message: "only sqlite:// stores are supported in this version (e.g. \"sqlite://klaxon.db\")".into(),
+                message: "the store URL must start with sqlite:, postgres:// or postgresql:// (e.g. \"sqlite://klaxon.db\")".into(),
             });
         }
 

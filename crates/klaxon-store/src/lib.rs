@@ -3,6 +3,7 @@
 //!
 //! - [`Store`]: the one trait every backend implements; the engine and API speak only to it.
 //! - [`sqlite`]: the embedded default (WAL, one writer connection, readers beside it).
+//! - [`postgres`]: for several replicas sharing one queue (`FOR UPDATE SKIP LOCKED` claims).
 //! - [`group`]: group commit — many submitters, one transaction, nobody answered before it.
 //!
 //! The queue is the `deliveries` table: a delivery is claimed with a lease and a `not_before`;
@@ -10,6 +11,7 @@
 //! claimable again. So a crash loses nothing and a restart resumes.
 
 pub mod group;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -229,9 +231,11 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::Config(format!(
-            "`{}…`: only sqlite:// is supported in this version",
+            "`{}…`: the store URL must start with sqlite:, postgres:// or postgresql://",
             url.chars().take(12).collect::<String>()
         )))
     }
