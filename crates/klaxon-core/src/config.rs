@@ -835,6 +835,20 @@ mod tests {
     }
 
     #[test]
+    fn store_url_names_a_supported_database() {
+        for url in [
+            "sqlite://k.db",
+            "postgres://klaxon@db:5432/klaxon",
+            "postgresql://klaxon@db/klaxon",
+        ] {
+            let c = Config::load(None, &env(&[("KLAXON_STORE_URL", url)])).unwrap();
+            assert_eq!(c.store.url, url);
+        }
+        let e = Config::load(None, &env(&[("KLAXON_STORE_URL", "mysql://db/k")])).unwrap_err();
+        assert!(format!("{e:?}").contains("store.url"), "{e:?}");
+    }
+
+    #[test]
     fn well_known_env_builds_channels() {
         let e = env(&[
             ("TELEGRAM_BOT_TOKEN", "123456:ABCDEFGH"),
