@@ -241,10 +241,46 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     }
 }
 
+/// `url` fit to print: a password (`postgres://user:PASSWORD@host/db`) becomes `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
 pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacted_url_hides_only_the_password() {
+        use super::redacted_url as r;
+        assert_eq!(
+            r("postgres://k:s3cret@db:5432/k"),
+            "postgres://k:***@db:5432/k"
+        );
+        assert_eq!(r("postgresql://k@db/k?x=1"), "postgresql://k@db/k?x=1");
+        assert_eq!(r("sqlite://klaxon.db"), "sqlite://klaxon.db");
+        assert_eq!(r("postgres://k:p@ss@db/k"), "postgres://k:***@db/k");
+    }
 }
