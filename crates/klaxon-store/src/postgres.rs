@@ -283,8 +283,8 @@ impl Store for PgStore {
             cols.11
                 .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
-        let inserted: Vec<Uuid> = if candidates.is_empty() {
-            Vec::new()
+        let inserted: std::collections::HashSet<Uuid> = if candidates.is_empty() {
+            Default::default()
         } else {
             sqlx::query_scalar(
                 "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
@@ -306,6 +306,8 @@ impl Store for PgStore {
             .bind(cols.11)
             .fetch_all(&mut *tx)
             .await?
+            .into_iter()
+            .collect()
         };
 
         let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
