@@ -445,11 +445,14 @@ impl Config {
         if let Some(u) = env.var("KLAXON_STORE_URL") {
             store.url = u;
         }
-        if !store.url.starts_with("sqlite:") {
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| store.url.starts_with(p))
+        {
             errors.push(ConfigError {
                 line: None,
                 key: "store.url".into(),
-                message: "only sqlite:// stores are supported in this version (e.g. \"sqlite://klaxon.db\")".into(),
+                message: "the store URL must start with sqlite:, postgres:// or postgresql:// (e.g. \"sqlite://klaxon.db\")".into(),
             });
         }
 
@@ -985,6 +988,20 @@ mod tests {
         assert_eq!(c.store.url, "sqlite://klaxon.db");
         assert_eq!(c.channels.len(), 1);
         assert_eq!(c.channels[0].provider, Provider::Log);
+    }
+
+    #[test]
+    fn store_url_names_a_supported_database() {
+        for url in [
+            "sqlite://k.db",
+            "postgres://klaxon@db:5432/klaxon",
+            "postgresql://klaxon@db/klaxon",
+        ] {
+            let c = Config::load(None, &env(&[("KLAXON_STORE_URL", url)])).unwrap();
+            assert_eq!(c.store.url, url);
+        }
+        let e = Config::load(None, &env(&[("KLAXON_STORE_URL", "mysql://db/k")])).unwrap_err();
+        assert!(format!("{e:?}").contains("store.url"), "{e:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! - [`Store`]: the one trait every backend implements; the engine and API speak only to it.
 //! - [`sqlite`]: the embedded default (WAL, one writer connection, readers beside it).
+//! - [`postgres`]: for several replicas sharing one queue (`FOR UPDATE SKIP LOCKED` claims).
 //! - [`group`]: group commit — many submitters, one transaction, nobody answered before it.
 //!
 //! The queue is the `deliveries` table: a delivery is claimed with a lease and a `not_before`;
@@ -10,6 +11,7 @@
 //! claimable again. So a crash loses nothing and a restart resumes.
 
 pub mod group;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -229,11 +231,34 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::Config(format!(
-            "`{}…`: only sqlite:// is supported in this version",
+            "`{}…`: the store URL must start with sqlite:, postgres:// or postgresql://",
             url.chars().take(12).collect::<String>()
         )))
+    }
+}
+
+/// `url` fit to print: a password (`postgres://user:PASSWORD@host/db`) becomes `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
     }
 }
 
@@ -243,4 +268,19 @@ pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
 
 pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacted_url_hides_only_the_password() {
+        use super::redacted_url as r;
+        assert_eq!(
+            r("postgres://k:s3cret@db:5432/k"),
+            "postgres://k:***@db:5432/k"
+        );
+        assert_eq!(r("postgresql://k@db/k?x=1"), "postgresql://k@db/k?x=1");
+        assert_eq!(r("sqlite://klaxon.db"), "sqlite://klaxon.db");
+        assert_eq!(r("postgres://k:p@ss@db/k"), "postgres://k:***@db/k");
+    }
 }

@@ -192,7 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "OK: {} channel(s), {} route(s), store {}",
                         c.channels.len(),
                         c.routes.len(),
-                        c.store.url
+                        klaxon_store::redacted_url(&c.store.url)
                     );
                     for ch in &c.channels {
                         println!(
@@ -216,7 +216,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.config)?;
             let store = klaxon_store::open(&config.store.url).await?;
             store.migrate().await?;
-            println!("store {} is up to date", config.store.url);
+            println!(
+                "store {} is up to date",
+                klaxon_store::redacted_url(&config.store.url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => status(&cli.config).await,

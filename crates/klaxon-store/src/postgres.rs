@@ -1,0 +1,877 @@
+//! The PostgreSQL store, for several replicas sharing one queue. Same semantics as the SQLite
+//! store (the conformance suite runs unchanged against both); what differs is how replicas are
+//! kept apart: claims lock rows with `FOR UPDATE SKIP LOCKED` so two replicas never take the
+//! same delivery, idempotency keys are settled by a unique index (`ON CONFLICT DO NOTHING`)
+//! rather than by a single writer, and migrations run under an advisory lock so replicas that
+//! start together migrate exactly once.
+//!
+//! Times are Unix milliseconds (BIGINT) as in SQLite; ids are native `uuid`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use klaxon_core::model::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, Notification};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::*;
+
+/// Schema versions, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// The advisory lock key migrations hold (any constant; "klaxon" in ASCII), so that replicas
+/// starting at once apply each migration exactly once: the second waits, then finds it done.
+const MIGRATION_LOCK: i64 = 0x6b6c_6178_6f6e;
+
+/// The columns `delivery_from_row` reads; a macro so queries stay `&'static str`.
+macro_rules! pg_delivery_columns {
+    () => {
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from"
+    };
+}
+
+/// ASCII-only lowercasing of a column, as SQLite's `lower()` does: PostgreSQL's `lower()`
+/// folds all of Unicode, and text search must match the same rows on both backends.
+macro_rules! ascii_lower {
+    ($col:literal) => {
+        concat!(
+            "translate(",
+            $col,
+            ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+        )
+    };
+}
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        Ok(PgStore { pool })
+    }
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus> {
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        notification_id: row.try_get("notification_id")?,
+        channel: row.try_get("channel")?,
+        target: row.try_get("target")?,
+        status: parse_status(row.try_get("status")?)?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        throttled: row.try_get::<i64, _>("throttled")? as u32,
+        not_before: from_ms(row.try_get("not_before")?),
+        last_error: row.try_get("last_error")?,
+        provider_id: row.try_get("provider_id")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+        delivered_at: row.try_get::<Option<i64>, _>("delivered_at")?.map(from_ms),
+        fallback_of: row.try_get("fallback_of")?,
+        fell_back_to: row.try_get("fell_back_to")?,
+        budget_from: row.try_get::<i64, _>("budget_from")? as u32,
+    })
+}
+
+fn notification_from_body(body: &str) -> Result<Notification> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
+}
+
+/// What inserting `e` produced, before the commit makes it true.
+fn summary(e: &NewEntry) -> Inserted {
+    Inserted {
+        notification_id: e.notification.id,
+        duplicate: false,
+        deliveries: e
+            .deliveries
+            .iter()
+            .map(|d| DeliverySummary {
+                id: d.id,
+                channel: d.channel.clone(),
+                target: d.target.clone(),
+                status: DeliveryStatus::Pending,
+            })
+            .collect(),
+    }
+}
+
+/// The notification stored under `key` (committed, possibly by another replica), as a duplicate.
+async fn existing(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<Option<Inserted>> {
+    let Some(nid) =
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM notifications WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let rows = sqlx::query(
+        "SELECT id, channel, target, status FROM deliveries WHERE notification_id = $1 ORDER BY id",
+    )
+    .bind(nid)
+    .fetch_all(&mut **tx)
+    .await?;
+    let deliveries = rows
+        .iter()
+        .map(|r| {
+            Ok(DeliverySummary {
+                id: r.try_get("id")?,
+                channel: r.try_get("channel")?,
+                target: r.try_get("target")?,
+                status: parse_status(r.try_get("status")?)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(Inserted {
+        notification_id: nid,
+        duplicate: true,
+        deliveries,
+    }))
+}
+
+/// Hands a delivery's notification to its fallback channel: new rows that point back at the one
+/// they replace, and the old row marked with where it went, in the caller's transaction.
+async fn insert_fallback(
+    tx: &mut Transaction<'static, Postgres>,
+    from: Uuid,
+    f: &Fallback,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE deliveries SET fell_back_to = $1 WHERE id = $2")
+        .bind(&f.channel)
+        .bind(from)
+        .execute(&mut **tx)
+        .await?;
+    for d in &f.deliveries {
+        sqlx::query(
+            "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at, fallback_of) \
+             SELECT $1, notification_id, $2, $3, 'pending', priority, 0, $4, expires_at, $4, $4, $5 FROM deliveries WHERE id = $5",
+        )
+        .bind(d.id)
+        .bind(&d.channel)
+        .bind(&d.target)
+        .bind(now)
+        .bind(from)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<()> {
+        // One transaction under a transaction-scoped advisory lock: a replica starting at the
+        // same time waits here, then sees the versions this one recorded.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS klaxon_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM klaxon_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        if let Some(newer) = applied
+            .iter()
+            .find(|v| !MIGRATIONS.iter().any(|(m, _)| m == *v))
+        {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {newer}, newer than this Klaxon knows; upgrade Klaxon"
+            )));
+        }
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO klaxon_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(ms(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "applied store migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>> {
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        // Repeats of a key within this batch answer with the batch's first entry of that key.
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut repeat_of: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+        let mut candidates: Vec<usize> = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            match e.notification.idempotency_key.as_deref() {
+                Some(key) => {
+                    if let Some(&j) = first_in_batch.get(key) {
+                        repeat_of.push(Some(j));
+                    } else {
+                        first_in_batch.insert(key, i);
+                        candidates.push(i);
+                        repeat_of.push(None);
+                    }
+                }
+                None => {
+                    candidates.push(i);
+                    repeat_of.push(None);
+                }
+            }
+        }
+
+        // All notifications in one statement; a key already stored (by anyone, committed
+        // before or racing with this transaction) makes its row a no-op, not an error.
+        // Rows go in key order: two replicas inserting overlapping keys then wait on each other
+        // in the same order, never in a cycle (which PostgreSQL would break with an error).
+        let mut order = candidates.clone();
+        order.sort_by(|&x, &y| {
+            let key = |i: usize| entries[i].notification.idempotency_key.as_deref();
+            key(x).cmp(&key(y))
+        });
+        let mut cols: (
+            Vec<Uuid>,
+            Vec<i64>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+            Vec<Option<String>>,
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<Option<String>>,
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<Option<String>>,
+            Vec<String>,
+        ) = Default::default();
+        for &i in &order {
+            let n = &entries[i].notification;
+            cols.0.push(n.id);
+            cols.1.push(ms(n.created_at));
+            cols.2.push(n.severity.as_str());
+            cols.3.push(n.priority.as_str());
+            cols.4.push(n.event_type.clone());
+            cols.5.push(n.source.clone());
+            cols.6.push(n.user_id.clone());
+            cols.7.push(n.title.clone());
+            cols.8.push(n.message.clone());
+            cols.9.push(n.idempotency_key.clone());
+            cols.10.push(n.dedup_key.clone());
+            cols.11
+                .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        let inserted: std::collections::HashSet<Uuid> = if candidates.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                 RETURNING id",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .bind(cols.5)
+            .bind(cols.6)
+            .bind(cols.7)
+            .bind(cols.8)
+            .bind(cols.9)
+            .bind(cols.10)
+            .bind(cols.11)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+
+        let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
+        let mut fresh: Vec<usize> = Vec::with_capacity(inserted.len());
+        for &i in &candidates {
+            let e = &entries[i];
+            if inserted.contains(&e.notification.id) {
+                fresh.push(i);
+                out[i] = Some(summary(e));
+            } else {
+                let key = e.notification.idempotency_key.as_deref().ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "notification {} was not stored",
+                        e.notification.id
+                    ))
+                })?;
+                out[i] = Some(existing(&mut tx, key).await?.ok_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "idempotency key `{key}` conflicted but its row is gone"
+                    ))
+                })?);
+            }
+        }
+
+        let mut d: (
+            Vec<Uuid>,
+            Vec<Uuid>,
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<i64>,
+            Vec<i64>,
+            Vec<Option<i64>>,
+        ) = Default::default();
+        for &i in &fresh {
+            let n = &entries[i].notification;
+            for nd in &entries[i].deliveries {
+                d.0.push(nd.id);
+                d.1.push(n.id);
+                d.2.push(nd.channel.clone());
+                d.3.push(nd.target.clone());
+                d.4.push(n.priority.rank());
+                d.5.push(n.send_at.map(ms).unwrap_or(now));
+                d.6.push(n.expires_at.map(ms));
+            }
+        }
+        if !d.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) \
+                 SELECT u.id, u.nid, u.channel, u.target, 'pending', u.priority, 0, u.not_before, u.expires_at, $8, $8 \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
+                   AS u(id, nid, channel, target, priority, not_before, expires_at)",
+            )
+            .bind(d.0)
+            .bind(d.1)
+            .bind(d.2)
+            .bind(d.3)
+            .bind(d.4)
+            .bind(d.5)
+            .bind(d.6)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+
+        for (i, r) in repeat_of.iter().enumerate() {
+            if let Some(j) = *r {
+                out[i] = out[j].clone().map(|o| Inserted {
+                    duplicate: true,
+                    ..o
+                });
+            }
+        }
+        out.into_iter()
+            .zip(&entries)
+            .map(|(o, e)| o.unwrap_or_else(|| summary(e)))
+            .map(Ok)
+            .collect()
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let now = ms(req.now);
+        let lease_until = now + req.lease.as_millis() as i64;
+        if req.channels.is_empty() || req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        // Rows another replica is claiming right now are skipped, not waited for: each replica
+        // takes a disjoint set. A lapsed lease (`sending`, lease_until past) is due again.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM deliveries \
+             WHERE channel = ANY($1) AND status IN ('pending', 'retrying', 'sending') \
+               AND (CASE WHEN status = 'sending' THEN lease_until < $2 ELSE not_before <= $2 END) \
+             ORDER BY priority DESC, not_before, id LIMIT $3 \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&req.channels)
+        .bind(now)
+        .bind(req.limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(concat!(
+                "UPDATE deliveries SET status = 'sending', lease_until = $1, lease_owner = $2, updated_at = $3 \
+                 WHERE id = ANY($4) AND status IN ('pending', 'retrying', 'sending') \
+                 RETURNING ",
+                pg_delivery_columns!(),
+                ", priority"
+            ))
+            .bind(lease_until)
+            .bind(&req.owner)
+            .bind(now)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut expired: Vec<Uuid> = Vec::new();
+        for row in &rows {
+            let d = delivery_from_row(row)?;
+            let expires: Option<i64> = row.try_get("expires_at")?;
+            if expires.is_some_and(|e| e <= now) {
+                expired.push(d.id);
+            } else {
+                let prio: i64 = row.try_get("priority")?;
+                claimed.push((prio, d));
+            }
+        }
+        if !expired.is_empty() {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'expired', lease_until = NULL, lease_owner = NULL, \
+                 last_error = 'expired before it could be delivered', updated_at = $1 \
+                 WHERE id = ANY($2)",
+            )
+            .bind(now)
+            .bind(&expired)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let nids: Vec<Uuid> = claimed.iter().map(|(_, d)| d.notification_id).collect();
+        let bodies = if nids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query("SELECT id, body FROM notifications WHERE id = ANY($1)")
+                .bind(&nids)
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        tx.commit().await?;
+
+        let mut by_id: HashMap<Uuid, Arc<Notification>> = HashMap::with_capacity(bodies.len());
+        for row in &bodies {
+            let id: Uuid = row.try_get("id")?;
+            let body: String = row.try_get("body")?;
+            by_id.insert(id, Arc::new(notification_from_body(&body)?));
+        }
+        // RETURNING gives no order guarantee; restore the queue's.
+        claimed.sort_by(|(pa, a), (pb, b)| {
+            pb.cmp(pa)
+                .then(a.not_before.cmp(&b.not_before))
+                .then(a.id.cmp(&b.id))
+        });
+        claimed
+            .into_iter()
+            .map(|(_, d)| {
+                let n = by_id.get(&d.notification_id).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("delivery {} has no notification", d.id))
+                })?;
+                Ok(Claimed {
+                    delivery: d,
+                    notification: n,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, done: Vec<Completion>) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        for c in &done {
+            let a = &c.attempt;
+            sqlx::query(
+                "INSERT INTO attempts (delivery_id, number, started_at, outcome, status_code, error, latency_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(a.delivery_id)
+            .bind(a.number as i64)
+            .bind(ms(a.started_at))
+            .bind(a.outcome.as_str())
+            .bind(a.status_code.map(i64::from))
+            .bind(&a.error)
+            .bind(a.latency_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+            let delivered = (c.status == DeliveryStatus::Delivered).then_some(now);
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = $1, attempts = GREATEST(attempts, $2), throttled = throttled + $9, \
+                 not_before = COALESCE($3, not_before), last_error = COALESCE($4, last_error), \
+                 provider_id = COALESCE($5, provider_id), delivered_at = COALESCE($6, delivered_at), \
+                 lease_until = NULL, lease_owner = NULL, updated_at = $7 \
+                 WHERE id = $8 AND status = 'sending'",
+            )
+            .bind(c.status.as_str())
+            .bind(a.number as i64)
+            .bind(c.not_before.map(ms))
+            .bind(&a.error)
+            .bind(&c.provider_id)
+            .bind(delivered)
+            .bind(now)
+            .bind(a.delivery_id)
+            .bind(c.throttled as i64)
+            .execute(&mut *tx)
+            .await?;
+            // Only when this worker still held the row: a lost lease means another worker has
+            // it, and its outcome decides.
+            if let Some(f) = &c.fallback
+                && updated.rows_affected() == 1
+            {
+                insert_fallback(&mut tx, a.delivery_id, f, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue(&self, ids: Option<Vec<Uuid>>) -> Result<Vec<Uuid>> {
+        let now = ms(Utc::now());
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE deliveries SET status = 'pending', not_before = $1, budget_from = attempts, \
+               throttled = 0, lease_until = NULL, lease_owner = NULL, updated_at = $1, \
+               expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at <= $1 THEN NULL ELSE expires_at END \
+             WHERE status = 'dead' AND ($2::uuid[] IS NULL OR id = ANY($2)) \
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn reschedule(
+        &self,
+        channel: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET not_before = $1, updated_at = $4 \
+             WHERE channel = $2 AND not_before = $3 AND status IN ('pending', 'retrying')",
+        )
+        .bind(ms(to))
+        .bind(channel)
+        .bind(ms(from))
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        for m in &moves {
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = 'dead', last_error = $1, lease_until = NULL, lease_owner = NULL, updated_at = $2 \
+                 WHERE id = $3 AND status = 'sending'",
+            )
+            .bind(&m.reason)
+            .bind(now)
+            .bind(m.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 1 {
+                insert_fallback(&mut tx, m.delivery_id, &m.fallback, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn renew(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE deliveries SET lease_until = $1 \
+             WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3",
+        )
+        .bind(ms(until))
+        .bind(ids)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn defer(&self, items: Vec<Deferral>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        for d in &items {
+            sqlx::query(
+                "UPDATE deliveries SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END, \
+                 not_before = $1, lease_until = NULL, lease_owner = NULL, updated_at = $2 \
+                 WHERE id = $3 AND status = 'sending'",
+            )
+            .bind(ms(d.not_before))
+            .bind(now)
+            .bind(d.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END) FROM deliveries \
+             WHERE status IN ('pending', 'retrying', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(from_ms))
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {
+        let Some(body) =
+            sqlx::query_scalar::<_, String>("SELECT body FROM notifications WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let notification = notification_from_body(&body)?;
+        let drows = sqlx::query(concat!(
+            "SELECT ",
+            pg_delivery_columns!(),
+            " FROM deliveries WHERE notification_id = $1 ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let arows = sqlx::query(
+            "SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.notification_id = $1 ORDER BY a.delivery_id, a.number",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut attempts: HashMap<Uuid, Vec<Attempt>> = HashMap::new();
+        for r in &arows {
+            let a = Attempt {
+                delivery_id: r.try_get("delivery_id")?,
+                number: r.try_get::<i64, _>("number")? as u32,
+                started_at: from_ms(r.try_get("started_at")?),
+                outcome: match r.try_get::<&str, _>("outcome")? {
+                    "delivered" => AttemptOutcome::Delivered,
+                    "retry" => AttemptOutcome::Retry,
+                    _ => AttemptOutcome::Rejected,
+                },
+                status_code: r
+                    .try_get::<Option<i64>, _>("status_code")?
+                    .map(|c| c as u16),
+                error: r.try_get("error")?,
+                latency_ms: r.try_get::<i64, _>("latency_ms")? as u64,
+            };
+            attempts.entry(a.delivery_id).or_default().push(a);
+        }
+        let deliveries = drows
+            .iter()
+            .map(|r| {
+                let d = delivery_from_row(r)?;
+                let a = attempts.remove(&d.id).unwrap_or_default();
+                Ok(DeliveryRecord {
+                    delivery: d,
+                    attempts: a,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(NotificationRecord {
+            notification,
+            deliveries,
+        }))
+    }
+
+    async fn list(&self, f: ListFilter) -> Result<Vec<NotificationRecord>> {
+        // With a status the deliveries' (status, notification_id) index picks the
+        // notifications; without one, notifications are walked by id. Newest first either way.
+        let sql = if f.status.is_some() {
+            concat!(
+                "SELECT n.id, n.body FROM notifications n \
+                 WHERE n.id IN (SELECT d.notification_id FROM deliveries d \
+                     WHERE d.status = $5 AND ($6::text IS NULL OR d.channel = $6) \
+                       AND ($1::uuid IS NULL OR d.notification_id < $1)) \
+                   AND ($2::text IS NULL OR n.severity = $2) \
+                   AND ($3::int8 IS NULL OR n.created_at >= $3) AND ($4::int8 IS NULL OR n.created_at < $4) \
+                   AND ($8::text IS NULL OR strpos(",
+                ascii_lower!("n.message"),
+                ", $8) > 0 OR strpos(",
+                ascii_lower!("coalesce(n.title, '')"),
+                ", $8) > 0) \
+                 ORDER BY n.id DESC LIMIT $7"
+            )
+        } else {
+            concat!(
+                "SELECT n.id, n.body FROM notifications n \
+                 WHERE ($1::uuid IS NULL OR n.id < $1) AND ($2::text IS NULL OR n.severity = $2) \
+                   AND ($3::int8 IS NULL OR n.created_at >= $3) AND ($4::int8 IS NULL OR n.created_at < $4) \
+                   AND ($5::text IS NULL OR TRUE) /* status: unused here, bound for both shapes */ \
+                   AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM deliveries d \
+                        WHERE d.notification_id = n.id AND d.channel = $6)) \
+                   AND ($8::text IS NULL OR strpos(",
+                ascii_lower!("n.message"),
+                ", $8) > 0 OR strpos(",
+                ascii_lower!("coalesce(n.title, '')"),
+                ", $8) > 0) \
+                 ORDER BY n.id DESC LIMIT $7"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(f.cursor)
+            .bind(f.severity.map(|s| s.as_str()))
+            .bind(f.since.map(ms))
+            .bind(f.until.map(ms))
+            .bind(f.status.map(|s| s.as_str()))
+            .bind(&f.channel)
+            .bind(f.limit.clamp(1, 1000) as i64)
+            .bind(
+                f.text
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_ascii_lowercase),
+            )
+            .fetch_all(&self.pool)
+            .await?;
+        let ids: Vec<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get::<Uuid, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let mut deliveries: HashMap<Uuid, Vec<DeliveryRecord>> = HashMap::new();
+        if !ids.is_empty() {
+            let drows = sqlx::query(concat!(
+                "SELECT ",
+                pg_delivery_columns!(),
+                " FROM deliveries WHERE notification_id = ANY($1) ORDER BY id"
+            ))
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &drows {
+                let d = delivery_from_row(r)?;
+                deliveries
+                    .entry(d.notification_id)
+                    .or_default()
+                    .push(DeliveryRecord {
+                        delivery: d,
+                        attempts: Vec::new(),
+                    });
+            }
+        }
+        rows.iter()
+            .map(|r| {
+                let n = notification_from_body(r.try_get("body")?)?;
+                let d = deliveries.remove(&n.id).unwrap_or_default();
+                Ok(NotificationRecord {
+                    notification: n,
+                    deliveries: d,
+                })
+            })
+            .collect()
+    }
+
+    async fn depth(&self) -> Result<Vec<DepthRow>> {
+        let rows = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS n FROM deliveries GROUP BY status, channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DepthRow {
+                    channel: r.try_get("channel")?,
+                    status: parse_status(r.try_get("status")?)?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn channel_states(&self) -> Result<Vec<ChannelState>> {
+        let rows = sqlx::query("SELECT * FROM channel_state ORDER BY channel")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(state_from_row).collect()
+    }
+
+    async fn patch_channel(&self, channel: &str, p: ChannelPatch) -> Result<ChannelState> {
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO channel_state (channel, updated_at) VALUES ($1, $2) ON CONFLICT (channel) DO NOTHING",
+        )
+        .bind(channel)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Each field: a flag whether to set it, then the value.
+        let row = sqlx::query(
+            "UPDATE channel_state SET \
+               enabled = CASE WHEN $1 THEN $2 ELSE enabled END, \
+               disabled_reason = CASE WHEN $3 THEN $4 ELSE disabled_reason END, \
+               paused_until = CASE WHEN $5 THEN $6 ELSE paused_until END, \
+               muted_until = CASE WHEN $7 THEN $8 ELSE muted_until END, \
+               last_error = COALESCE($9, last_error), last_error_at = COALESCE($10, last_error_at), \
+               last_success_at = COALESCE($11, last_success_at), updated_at = $12 \
+             WHERE channel = $13 RETURNING *",
+        )
+        .bind(p.enabled.is_some())
+        .bind(p.enabled.flatten())
+        .bind(p.disabled_reason.is_some())
+        .bind(p.disabled_reason.clone().flatten())
+        .bind(p.paused_until.is_some())
+        .bind(p.paused_until.flatten().map(ms))
+        .bind(p.muted_until.is_some())
+        .bind(p.muted_until.flatten().map(ms))
+        .bind(p.last_error.as_ref().map(|(e, _)| e.clone()))
+        .bind(p.last_error.as_ref().map(|(_, t)| ms(*t)))
+        .bind(p.last_success_at.map(ms))
+        .bind(now)
+        .bind(channel)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        state_from_row(&row)
+    }
+}
+
+fn state_from_row(r: &PgRow) -> Result<ChannelState> {
+    let t = |c: &str| -> Result<Option<DateTime<Utc>>> {
+        Ok(r.try_get::<Option<i64>, _>(c)?.map(from_ms))
+    };
+    Ok(ChannelState {
+        channel: r.try_get("channel")?,
+        enabled: r.try_get::<Option<bool>, _>("enabled")?,
+        disabled_reason: r.try_get("disabled_reason")?,
+        paused_until: t("paused_until")?,
+        muted_until: t("muted_until")?,
+        last_error: r.try_get("last_error")?,
+        last_error_at: t("last_error_at")?,
+        last_success_at: t("last_success_at")?,
+    })
+}
