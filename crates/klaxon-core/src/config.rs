@@ -39,6 +39,20 @@ pub struct RedisConfig {
     /// May hold a password: a `Secret`.
     pub url: Secret,
     pub channels: Vec<String>,
+    /// A durable stream read with a consumer group (entry field `payload` = the envelope).
+    pub stream: Option<RedisStream>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisStream {
+    pub key: String,
+    pub group: String,
+    /// This replica's name in the group; stable across restarts so its own pending entries
+    /// are read again after a crash.
+    pub consumer: String,
+    /// Entries another consumer read and did not acknowledge for this long are taken over
+    /// (`XAUTOCLAIM`): that consumer died between reading and committing.
+    pub claim_idle: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +60,11 @@ pub struct RedisConfig {
 struct RedisFile {
     url: Option<String>,
     channels: Option<Vec<String>>,
+    stream: Option<String>,
+    group: Option<String>,
+    consumer: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    claim_idle: Option<Duration>,
 }
 
 /// TradingView alerts in (PROVIDERS.md §6): no headers, no signature, so the secret rides in
@@ -737,9 +756,24 @@ fn redis_config(
         });
         return None;
     }
+    let stream = file
+        .stream
+        .filter(|s| !s.is_empty())
+        .map(|key| RedisStream {
+            key,
+            group: file.group.unwrap_or_else(|| "klaxon".into()),
+            consumer: file.consumer.unwrap_or_else(|| {
+                format!(
+                    "klaxon-{}",
+                    env.var("HOSTNAME").unwrap_or_else(|| "local".into())
+                )
+            }),
+            claim_idle: file.claim_idle.unwrap_or(Duration::from_secs(30)),
+        });
     Some(RedisConfig {
         url: Secret::new(url),
         channels,
+        stream,
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// The Redis subscriber's state, when `[redis]` is configured.
     pub redis: Option<crate::sources::Subscriber>,
+    /// The Redis Streams consumer's state, when `[redis] stream` is configured.
+    pub redis_stream: Option<crate::sources::Subscriber>,
     /// The live event bus (the engine's own; operator changes and ingest publish to it too).
     pub events: crate::events::Events,
 }
@@ -35,7 +37,7 @@ pub struct Service {
     engine: EngineHandle,
     gauges: tokio::task::JoinHandle<()>,
     /// Ingestion beside HTTP (Redis); stopped first on shutdown, like the HTTP intake.
-    sources: Option<tokio::task::JoinHandle<()>>,
+    sources: Vec<tokio::task::JoinHandle<()>>,
     sources_stop: tokio_util::sync::CancellationToken,
 }
 
@@ -91,18 +93,31 @@ impl Service {
                 .redis
                 .as_ref()
                 .map(|_| crate::sources::Subscriber::default()),
+            redis_stream: config
+                .redis
+                .as_ref()
+                .and_then(|r| r.stream.as_ref())
+                .map(|_| crate::sources::Subscriber::default()),
             config,
         });
         let sources_stop = tokio_util::sync::CancellationToken::new();
-        let sources = match (&shared.config.redis, &shared.redis) {
-            (Some(cfg), Some(state)) => Some(tokio::spawn(crate::sources::redis(
+        let mut sources = Vec::new();
+        if let (Some(cfg), Some(state)) = (&shared.config.redis, &shared.redis) {
+            sources.push(tokio::spawn(crate::sources::redis(
                 cfg.clone(),
                 shared.clone(),
                 state.clone(),
                 sources_stop.clone(),
-            ))),
-            _ => None,
-        };
+            )));
+        }
+        if let (Some(cfg), Some(state)) = (&shared.config.redis, &shared.redis_stream) {
+            sources.push(tokio::spawn(crate::sources::redis_stream(
+                cfg.clone(),
+                shared.clone(),
+                state.clone(),
+                sources_stop.clone(),
+            )));
+        }
         let gauges = tokio::spawn(refresh_gauges(store, registry));
         for rt in shared.registry.all() {
             tracing::info!(
@@ -124,7 +139,7 @@ impl Service {
     /// Stops delivery: in-flight sends get `grace` to finish, the rest go back to the store.
     pub async fn shutdown(self, grace: Duration) {
         self.sources_stop.cancel();
-        if let Some(t) = self.sources {
+        for t in self.sources {
             let _ = t.await;
         }
         self.gauges.abort();

@@ -136,3 +136,174 @@ async fn take(shared: &Shared, state: &Subscriber, channel: &str, payload: &[u8]
         }
     }
 }
+
+/// Runs the Redis Streams consumer until `cancel`: a consumer group on `stream.key`, each entry
+/// acknowledged only after its notification is committed, entries of a consumer that died
+/// before acknowledging taken over after `claim_idle`. An entry's id is its idempotency key, so
+/// one read twice (a crash between commit and `XACK`) still makes one notification.
+pub async fn redis_stream(
+    cfg: RedisConfig,
+    shared: Arc<Shared>,
+    state: Subscriber,
+    cancel: CancellationToken,
+) {
+    let Some(stream) = cfg.stream.clone() else {
+        return;
+    };
+    state.0.guard().channels = vec![stream.key.clone()];
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = stream_session(&cfg, &stream, &shared, &state, &mut backoff) => r,
+        };
+        let reason = match outcome {
+            Ok(()) => "the connection closed".to_string(),
+            Err(e) => redact(&e.to_string(), &[&cfg.url]),
+        };
+        {
+            let mut s = state.0.guard();
+            s.connected = false;
+            s.since = Some(Utc::now());
+            s.last_error = Some(reason.clone());
+        }
+        tracing::warn!(reason = %reason, retry_in = ?backoff, "Redis stream consumer disconnected; reconnecting");
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Entries read per call.
+const STREAM_BATCH: usize = 100;
+/// How long one `XREADGROUP` waits for new entries, so claims of dead consumers run too.
+const STREAM_BLOCK_MS: usize = 1000;
+
+async fn stream_session(
+    cfg: &RedisConfig,
+    stream: &klaxon_core::config::RedisStream,
+    shared: &Shared,
+    state: &Subscriber,
+    backoff: &mut Duration,
+) -> redis::RedisResult<()> {
+    use redis::AsyncCommands;
+    use redis::streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
+    };
+
+    let client = redis::Client::open(cfg.url.expose())?;
+    // A blocking read must not be cut short by the client's own answer timeout.
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(Some(
+                Duration::from_millis(STREAM_BLOCK_MS as u64) + Duration::from_secs(5),
+            )),
+        )
+        .await?;
+    // From the stream's start on first creation: what was published before Klaxon ever ran
+    // is not lost either.
+    let created: redis::RedisResult<()> = conn
+        .xgroup_create_mkstream(&stream.key, &stream.group, "0")
+        .await;
+    if let Err(e) = created
+        && e.code() != Some("BUSYGROUP")
+    {
+        return Err(e);
+    }
+    {
+        let mut s = state.0.guard();
+        s.connected = true;
+        s.since = Some(Utc::now());
+    }
+    *backoff = BACKOFF_MIN;
+    tracing::info!(stream = %stream.key, group = %stream.group, consumer = %stream.consumer, "Redis stream consumer on");
+    // First this consumer's own unacknowledged entries (it crashed before), then new ones.
+    let mut own_pending = true;
+    loop {
+        let claimed: StreamAutoClaimReply = conn
+            .xautoclaim_options(
+                &stream.key,
+                &stream.group,
+                &stream.consumer,
+                stream.claim_idle.as_millis() as u64,
+                "0-0",
+                StreamAutoClaimOptions::default().count(STREAM_BATCH),
+            )
+            .await?;
+        for entry in &claimed.claimed {
+            stream_entry(&mut conn, stream, shared, state, entry).await?;
+        }
+        let id = if own_pending { "0" } else { ">" };
+        let opts = StreamReadOptions::default()
+            .group(&stream.group, &stream.consumer)
+            .count(STREAM_BATCH)
+            .block(if own_pending { 0 } else { STREAM_BLOCK_MS });
+        let reply: Option<StreamReadReply> =
+            conn.xread_options(&[&stream.key], &[id], &opts).await?;
+        let entries: Vec<_> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        if own_pending && entries.is_empty() {
+            own_pending = false;
+        }
+        for entry in &entries {
+            stream_entry(&mut conn, stream, shared, state, entry).await?;
+        }
+    }
+}
+
+/// One entry: committed (or rejected for good), then acknowledged. A store failure leaves it
+/// unacknowledged, so it is read again.
+async fn stream_entry(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &klaxon_core::config::RedisStream,
+    shared: &Shared,
+    state: &Subscriber,
+    entry: &redis::streams::StreamId,
+) -> redis::RedisResult<()> {
+    use redis::AsyncCommands;
+    state.0.guard().received += 1;
+    let source = format!("redis:{}", stream.key);
+    let reject = |reason: &'static str, detail: String| {
+        state.0.guard().rejected += 1;
+        metrics::counter!("klaxon_ingest_rejected_total", "source" => "redis_stream", "reason" => reason)
+            .increment(1);
+        tracing::warn!(stream = %stream.key, entry = %entry.id, reason, %detail, "Redis stream entry rejected");
+    };
+    let payload: Option<Vec<u8>> = entry
+        .map
+        .get("payload")
+        .and_then(|v| redis::from_redis_value(v.clone()).ok());
+    let parsed = match payload {
+        None => Err(("missing_payload", "no `payload` field".to_string())),
+        Some(p) => match serde_json::from_slice::<serde_json::Value>(&p) {
+            Err(e) => Err(("invalid_json", format!("not JSON: {e}"))),
+            Ok(v) => from_json::<Envelope>(v, "")
+                .and_then(|env| env.into_notification(&source, ""))
+                .map_err(|e| (e.code, format!("`{}`: {}", e.field, e.message))),
+        },
+    };
+    match parsed {
+        Err((reason, detail)) => reject(reason, detail),
+        Ok(mut n) => {
+            n.idempotency_key = Some(format!("redis-stream:{}:{}", stream.key, entry.id));
+            match shared.ingest.submit(n).await {
+                Ok(_) => {}
+                Err(crate::ingest::IngestError::Input(e)) => {
+                    reject(e.code, format!("`{}`: {}", e.field, e.message))
+                }
+                Err(crate::ingest::IngestError::Store(e)) => {
+                    // Not acknowledged: it stays pending and is read again.
+                    tracing::error!(stream = %stream.key, entry = %entry.id, error = %e, "the store refused a stream entry; it stays pending");
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let _: i64 = conn.xack(&stream.key, &stream.group, &[&entry.id]).await?;
+    Ok(())
+}

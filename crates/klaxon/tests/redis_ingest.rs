@@ -148,3 +148,89 @@ url = "{}"
     );
     s.stop().await;
 }
+
+/// Published while Klaxon was down, or read by a consumer that died before acknowledging:
+/// every entry still becomes exactly one notification, and nothing stays pending.
+#[tokio::test]
+async fn stream_entries_are_never_lost_and_never_doubled() {
+    common::crypto();
+    let Some(url) = redis_url() else { return };
+    let sink = WebhookSink::start().await;
+    let tag = klaxon_core::model::new_id().simple().to_string();
+    let key = format!("klaxon:events:{tag}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = conn
+        .xgroup_create_mkstream(&key, "klaxon", "0")
+        .await
+        .unwrap();
+    for (i, action) in ["BUY", "SELL", "EXIT_50"].iter().enumerate() {
+        let env = json!({"event_type": "signal.generated",
+            "data": {"action": action, "symbol": "MNQI", "price": 23488 + i}});
+        let _: String = conn
+            .xadd(&key, "*", &[("payload", env.to_string())])
+            .await
+            .unwrap();
+    }
+    let _: String = conn.xadd(&key, "*", &[("payload", "nope")]).await.unwrap();
+    // Another replica read the first entry and died before committing it.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("klaxon")
+        .arg("dead-replica")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let cfg = format!(
+        r#"
+[store]
+url = "{{db}}"
+[delivery]
+health_interval = "1h"
+[redis]
+url = "{url}"
+channels = ["unused-{tag}"]
+stream = "{key}"
+group = "klaxon"
+consumer = "klaxon-test"
+claim_idle = "200ms"
+[channels.hook]
+url = "{}"
+"#,
+        common::json_url(&sink)
+    );
+    let s = TestServer::start(&cfg).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let pending: (i64, Option<String>, Option<String>, Option<redis::Value>) =
+            redis::cmd("XPENDING")
+                .arg(&key)
+                .arg("klaxon")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        if sink.count() >= 3 && pending.0 == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivered {}, pending {}",
+            sink.count(),
+            pending.0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(), 3, "each entry once");
+    let (_, ready) = s.get("/ready").await;
+    assert_eq!(ready["redis_stream"]["connected"], true, "{ready}");
+    assert_eq!(ready["redis_stream"]["rejected"], 1, "{ready}");
+    s.stop().await;
+    let _: () = conn.del(&key).await.unwrap();
+}

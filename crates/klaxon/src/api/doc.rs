@@ -179,6 +179,8 @@ pub struct HealthBody {
     pub store: Option<String>,
     /// The Redis subscriber, on `/ready` when `[redis]` is configured (not ready while off).
     pub redis: Option<crate::sources::SubscriberState>,
+    /// The Redis Streams consumer, on `/ready` when `[redis] stream` is configured.
+    pub redis_stream: Option<crate::sources::SubscriberState>,
 }
 
 #[derive(ToSchema)]

@@ -715,7 +715,10 @@ async fn health() -> Json<Value> {
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let store = s.store.ping().await;
     let redis = s.redis.as_ref().map(|r| r.state());
-    let ready = store.is_ok() && redis.as_ref().is_none_or(|r| r.connected);
+    let stream = s.redis_stream.as_ref().map(|r| r.state());
+    let ready = store.is_ok()
+        && redis.as_ref().is_none_or(|r| r.connected)
+        && stream.as_ref().is_none_or(|r| r.connected);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "store": match &store {
@@ -723,6 +726,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
             Err(e) => e.to_string(),
         },
         "redis": redis,
+        "redis_stream": stream,
     });
     let code = if ready {
         StatusCode::OK
