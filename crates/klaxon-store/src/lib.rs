@@ -262,6 +262,59 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+// ---- shared by the backends: what does not depend on the database ----
+
+pub(crate) fn parse_status(s: &str) -> Result<DeliveryStatus> {
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
+}
+
+pub(crate) fn notification_from_body(body: &str) -> Result<Notification> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
+}
+
+/// What inserting `e` produced, before the commit makes it true.
+pub(crate) fn summary(e: &NewEntry) -> Inserted {
+    Inserted {
+        notification_id: e.notification.id,
+        duplicate: false,
+        deliveries: e
+            .deliveries
+            .iter()
+            .map(|d| DeliverySummary {
+                id: d.id,
+                channel: d.channel.clone(),
+                target: d.target.clone(),
+                status: DeliveryStatus::Pending,
+            })
+            .collect(),
+    }
+}
+
+/// A history page: each notification (newest first, as read) with its deliveries.
+pub(crate) fn records(
+    notifications: Vec<Notification>,
+    deliveries: Vec<Delivery>,
+) -> Vec<NotificationRecord> {
+    let mut by_notification: std::collections::HashMap<Uuid, Vec<DeliveryRecord>> =
+        std::collections::HashMap::new();
+    for d in deliveries {
+        by_notification
+            .entry(d.notification_id)
+            .or_default()
+            .push(DeliveryRecord {
+                delivery: d,
+                attempts: Vec::new(),
+            });
+    }
+    notifications
+        .into_iter()
+        .map(|n| NotificationRecord {
+            deliveries: by_notification.remove(&n.id).unwrap_or_default(),
+            notification: n,
+        })
+        .collect()
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

@@ -64,10 +64,6 @@ impl PgStore {
     }
 }
 
-fn parse_status(s: &str) -> Result<DeliveryStatus> {
-    s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
-}
-
 fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
     Ok(Delivery {
         id: row.try_get("id")?,
@@ -87,28 +83,6 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
         fell_back_to: row.try_get("fell_back_to")?,
         budget_from: row.try_get::<i64, _>("budget_from")? as u32,
     })
-}
-
-fn notification_from_body(body: &str) -> Result<Notification> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
-}
-
-/// What inserting `e` produced, before the commit makes it true.
-fn summary(e: &NewEntry) -> Inserted {
-    Inserted {
-        notification_id: e.notification.id,
-        duplicate: false,
-        deliveries: e
-            .deliveries
-            .iter()
-            .map(|d| DeliverySummary {
-                id: d.id,
-                channel: d.channel.clone(),
-                target: d.target.clone(),
-                status: DeliveryStatus::Pending,
-            })
-            .collect(),
-    }
 }
 
 /// The notification stored under `key` (committed, possibly by another replica), as a duplicate.
@@ -762,37 +736,27 @@ impl Store for PgStore {
             .iter()
             .map(|r| r.try_get::<Uuid, _>("id"))
             .collect::<Result<_, _>>()?;
-        let mut deliveries: HashMap<Uuid, Vec<DeliveryRecord>> = HashMap::new();
-        if !ids.is_empty() {
-            let drows = sqlx::query(concat!(
+        let drows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(concat!(
                 "SELECT ",
                 pg_delivery_columns!(),
                 " FROM deliveries WHERE notification_id = ANY($1) ORDER BY id"
             ))
             .bind(&ids)
             .fetch_all(&self.pool)
-            .await?;
-            for r in &drows {
-                let d = delivery_from_row(r)?;
-                deliveries
-                    .entry(d.notification_id)
-                    .or_default()
-                    .push(DeliveryRecord {
-                        delivery: d,
-                        attempts: Vec::new(),
-                    });
-            }
-        }
-        rows.iter()
-            .map(|r| {
-                let n = notification_from_body(r.try_get("body")?)?;
-                let d = deliveries.remove(&n.id).unwrap_or_default();
-                Ok(NotificationRecord {
-                    notification: n,
-                    deliveries: d,
-                })
-            })
-            .collect()
+            .await?
+        };
+        let deliveries = drows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let notifications = rows
+            .iter()
+            .map(|r| notification_from_body(r.try_get("body")?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::records(notifications, deliveries))
     }
 
     async fn depth(&self) -> Result<Vec<DepthRow>> {

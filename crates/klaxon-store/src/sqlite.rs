@@ -73,10 +73,6 @@ fn parse_id(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id `{s}`: {e}")))
 }
 
-fn parse_status(s: &str) -> Result<DeliveryStatus> {
-    s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
-}
-
 fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
     let get_ms = |c: &str| -> Result<Option<i64>> { Ok(row.try_get::<Option<i64>, _>(c)?) };
     Ok(Delivery {
@@ -103,10 +99,6 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
     })
 }
 
-fn notification_from_body(body: &str) -> Result<Notification> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
-}
-
 /// Rows per multi-row INSERT: 64 × 12 parameters stays far below SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 64;
 
@@ -122,24 +114,6 @@ fn multi_row(prefix: &str, columns: usize, rows: usize) -> String {
         sql.push_str(&row);
     }
     sql
-}
-
-/// What inserting `e` produced, before the commit makes it true.
-fn summary(e: &NewEntry) -> Inserted {
-    Inserted {
-        notification_id: e.notification.id,
-        duplicate: false,
-        deliveries: e
-            .deliveries
-            .iter()
-            .map(|d| DeliverySummary {
-                id: d.id,
-                channel: d.channel.clone(),
-                target: d.target.clone(),
-                status: DeliveryStatus::Pending,
-            })
-            .collect(),
-    }
 }
 
 async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Option<Inserted>> {
@@ -718,37 +692,27 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
             .collect::<Result<_, _>>()?;
-        let mut deliveries: HashMap<Uuid, Vec<DeliveryRecord>> = HashMap::new();
-        if !ids.is_empty() {
-            let drows = sqlx::query(concat!(
+        let drows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(concat!(
                 "SELECT ",
                 delivery_columns!(),
                 " FROM deliveries WHERE notification_id IN (SELECT value FROM json_each(?)) ORDER BY id"
             ))
             .bind(serde_json::to_string(&ids).unwrap_or_default())
             .fetch_all(&self.reader)
-            .await?;
-            for r in &drows {
-                let d = delivery_from_row(r)?;
-                deliveries
-                    .entry(d.notification_id)
-                    .or_default()
-                    .push(DeliveryRecord {
-                        delivery: d,
-                        attempts: Vec::new(),
-                    });
-            }
-        }
-        rows.iter()
-            .map(|r| {
-                let n = notification_from_body(r.try_get("body")?)?;
-                let d = deliveries.remove(&n.id).unwrap_or_default();
-                Ok(NotificationRecord {
-                    notification: n,
-                    deliveries: d,
-                })
-            })
-            .collect()
+            .await?
+        };
+        let deliveries = drows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let notifications = rows
+            .iter()
+            .map(|r| notification_from_body(r.try_get("body")?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::records(notifications, deliveries))
     }
 
     async fn depth(&self) -> Result<Vec<DepthRow>> {
