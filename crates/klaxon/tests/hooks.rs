@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::TestServer;
 use klaxon_fakes::webhook::WebhookSink;
 use serde_json::{Value, json};
@@ -92,15 +90,7 @@ async fn tradingview_alerts_in_any_content_type_answered_after_the_commit() {
     assert_eq!(code, 202);
     let (code, _) = post(&s, &path, "application/json", r#"{"price": }"#, &[]).await;
     assert_eq!(code, 202);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sink.count() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivered {}",
-            sink.count()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_received(&sink, 3).await;
     let titles: Vec<String> = sink
         .received()
         .iter()

@@ -82,15 +82,7 @@ url = "{}"
     publish_until_heard(&mut conn, &signals, "not json").await;
     publish_until_heard(&mut conn, &signals, r#"{"data": {}}"#).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sink.count() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "got {}",
-            sink.count()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_received(&sink, 2).await;
     let titles: Vec<String> = sink
         .received()
         .iter()
@@ -133,15 +125,7 @@ url = "{}"
     assert!(killed >= 1);
     let again = json!({"event_type": "signal.generated", "data": {"action": "EXIT_50", "symbol": "MNQI", "price": 23500}});
     publish_until_heard(&mut conn, &signals, &again.to_string()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sink.count() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "got {}",
-            sink.count()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_received(&sink, 3).await;
     assert!(
         !s.get("/ready").await.1.to_string().contains(&url),
         "no URL in /ready"

@@ -163,6 +163,19 @@ pub fn json_url(sink: &klaxon_fakes::webhook::WebhookSink) -> String {
     sink.url().replacen("http://", "json://", 1)
 }
 
+/// Waits until `sink` has received at least `n` requests, or panics after 10 s.
+pub async fn wait_received(sink: &klaxon_fakes::webhook::WebhookSink, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} received",
+            sink.count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The one rustls provider, also for test clients.
 pub fn crypto() {
     klaxon::app::install_crypto();
