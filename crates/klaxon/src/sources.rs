@@ -51,24 +51,47 @@ pub async fn redis(
     cancel: CancellationToken,
 ) {
     state.0.guard().channels = cfg.channels.clone();
+    keep_connected("redis", &cfg, &state, &cancel, || {
+        session(&cfg, &shared, &state)
+    })
+    .await;
+}
+
+/// Runs `session` again and again until `cancel`, waiting a backoff between tries that
+/// starts over once a session got connected; the state says why the last one ended.
+async fn keep_connected<F, Fut>(
+    source: &'static str,
+    cfg: &RedisConfig,
+    state: &Subscriber,
+    cancel: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<()>>,
+{
     let mut backoff = BACKOFF_MIN;
     loop {
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = session(&cfg, &shared, &state, &mut backoff) => r,
+            r = session() => r,
         };
         let reason = match outcome {
             Ok(()) => "the connection closed".to_string(),
             Err(e) => redact(&e.to_string(), &[&cfg.url]),
         };
-        {
+        let was_connected = {
             let mut s = state.0.guard();
+            let was = s.connected;
             s.connected = false;
             s.since = Some(Utc::now());
             s.last_error = Some(reason.clone());
+            was
+        };
+        if was_connected {
+            backoff = BACKOFF_MIN;
         }
-        metrics::gauge!("klaxon_ingest_connected", "source" => "redis").set(0.0);
-        tracing::warn!(reason = %reason, retry_in = ?backoff, "Redis subscriber disconnected; reconnecting");
+        metrics::gauge!("klaxon_ingest_connected", "source" => source).set(0.0);
+        tracing::warn!(source, reason = %reason, retry_in = ?backoff, "Redis connection lost; reconnecting");
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
@@ -77,25 +100,22 @@ pub async fn redis(
     }
 }
 
+/// Marks a source on.
+fn connected(source: &'static str, state: &Subscriber) {
+    let mut s = state.0.guard();
+    s.connected = true;
+    s.since = Some(Utc::now());
+    metrics::gauge!("klaxon_ingest_connected", "source" => source).set(1.0);
+}
+
 /// One connection: subscribe, then take messages until it ends.
-async fn session(
-    cfg: &RedisConfig,
-    shared: &Shared,
-    state: &Subscriber,
-    backoff: &mut Duration,
-) -> redis::RedisResult<()> {
+async fn session(cfg: &RedisConfig, shared: &Shared, state: &Subscriber) -> redis::RedisResult<()> {
     let client = redis::Client::open(cfg.url.expose())?;
     let mut pubsub = client.get_async_pubsub().await?;
     for ch in &cfg.channels {
         pubsub.subscribe(ch).await?;
     }
-    {
-        let mut s = state.0.guard();
-        s.connected = true;
-        s.since = Some(Utc::now());
-    }
-    *backoff = BACKOFF_MIN;
-    metrics::gauge!("klaxon_ingest_connected", "source" => "redis").set(1.0);
+    connected("redis", state);
     tracing::info!(channels = ?cfg.channels, "Redis subscriber on");
     let mut messages = pubsub.into_on_message();
     while let Some(msg) = messages.next().await {
@@ -151,29 +171,10 @@ pub async fn redis_stream(
         return;
     };
     state.0.guard().channels = vec![stream.key.clone()];
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let outcome = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = stream_session(&cfg, &stream, &shared, &state, &mut backoff) => r,
-        };
-        let reason = match outcome {
-            Ok(()) => "the connection closed".to_string(),
-            Err(e) => redact(&e.to_string(), &[&cfg.url]),
-        };
-        {
-            let mut s = state.0.guard();
-            s.connected = false;
-            s.since = Some(Utc::now());
-            s.last_error = Some(reason.clone());
-        }
-        tracing::warn!(reason = %reason, retry_in = ?backoff, "Redis stream consumer disconnected; reconnecting");
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
+    keep_connected("redis_stream", &cfg, &state, &cancel, || {
+        stream_session(&cfg, &stream, &shared, &state)
+    })
+    .await;
 }
 
 /// Entries read per call.
@@ -186,7 +187,6 @@ async fn stream_session(
     stream: &klaxon_core::config::RedisStream,
     shared: &Shared,
     state: &Subscriber,
-    backoff: &mut Duration,
 ) -> redis::RedisResult<()> {
     use redis::AsyncCommands;
     use redis::streams::{
@@ -212,12 +212,7 @@ async fn stream_session(
     {
         return Err(e);
     }
-    {
-        let mut s = state.0.guard();
-        s.connected = true;
-        s.since = Some(Utc::now());
-    }
-    *backoff = BACKOFF_MIN;
+    connected("redis_stream", state);
     tracing::info!(stream = %stream.key, group = %stream.group, consumer = %stream.consumer, "Redis stream consumer on");
     // First this consumer's own unacknowledged entries (it crashed before), then new ones.
     let mut own_pending = true;
