@@ -16,7 +16,7 @@ use crate::breaker::BreakerPolicy;
 use crate::channel_url::{self, ApiBases, Options, Provider};
 use crate::limit::Rate;
 use crate::retry::RetryPolicy;
-use crate::route::{Route, RouteMatch};
+use crate::route::{GroupSpec, Route, RouteMatch};
 use crate::secret::Secret;
 
 /// The resolved configuration the service runs on.
@@ -329,6 +329,43 @@ struct RouteConfig {
     to: Vec<String>,
     #[serde(rename = "continue", default)]
     cont: bool,
+    #[serde(default, with = "opt_duration")]
+    dedup_window: Option<Duration>,
+    group_by: Option<Vec<String>>,
+    #[serde(default, with = "opt_duration")]
+    group_wait: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    group_interval: Option<Duration>,
+    max_batch: Option<usize>,
+}
+
+impl RouteConfig {
+    /// Grouping is on when `group_by` is given (an empty list: one group per channel); the
+    /// other keys alone are a mistake worth naming.
+    fn group(&self) -> Result<Option<GroupSpec>, (&'static str, String)> {
+        let Some(by) = &self.group_by else {
+            for (key, set) in [
+                ("group_wait", self.group_wait.is_some()),
+                ("group_interval", self.group_interval.is_some()),
+                ("max_batch", self.max_batch.is_some()),
+            ] {
+                if set {
+                    return Err((key, "only applies with `group_by` (use `group_by = []` for one group per channel)".into()));
+                }
+            }
+            return Ok(None);
+        };
+        let max_batch = self.max_batch.unwrap_or(GroupSpec::DEFAULT_MAX_BATCH);
+        if max_batch < 2 {
+            return Err(("max_batch", format!("must be at least 2, got {max_batch}")));
+        }
+        Ok(Some(GroupSpec {
+            by: by.clone(),
+            wait: self.group_wait.unwrap_or(GroupSpec::DEFAULT_WAIT),
+            interval: self.group_interval.unwrap_or(GroupSpec::DEFAULT_INTERVAL),
+            max_batch,
+        }))
+    }
 }
 
 impl ChannelConfig {
@@ -564,10 +601,20 @@ impl Config {
                     message: m,
                 });
             }
+            let group = r.group().unwrap_or_else(|(key, message)| {
+                errors.push(ConfigError {
+                    line: line(span.start),
+                    key: format!("routes[{i}].{key}"),
+                    message,
+                });
+                None
+            });
             routes.push(Route {
                 matcher: r.matcher.clone(),
                 to: r.to.clone(),
                 cont: r.cont,
+                dedup_window: r.dedup_window,
+                group,
             });
         }
 
@@ -1235,6 +1282,26 @@ silent = true
         let err = Config::load(Some(text), &env(&[])).unwrap_err();
         assert_eq!(err.0[0].key, "routes[0].to");
         assert!(err.0[0].message.contains("`b`"));
+    }
+
+    #[test]
+    fn route_grouping_and_dedup() {
+        let text = "[channels.a]\nurl = \"log://\"\n\n[[routes]]\nto = [\"a\"]\ngroup_by = [\"symbol\"]\ngroup_wait = \"2s\"\ndedup_window = \"5m\"\n";
+        let c = Config::load(Some(text), &env(&[])).unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.dedup_window, Some(Duration::from_secs(300)));
+        let g = r.group.as_ref().unwrap();
+        assert_eq!(g.by, ["symbol"]);
+        assert_eq!(g.wait, Duration::from_secs(2));
+        assert_eq!(g.interval, GroupSpec::DEFAULT_INTERVAL);
+
+        let text =
+            "[channels.a]\nurl = \"log://\"\n\n[[routes]]\nto = [\"a\"]\ngroup_wait = \"2s\"\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].key, "routes[0].group_wait");
+        let text = "[channels.a]\nurl = \"log://\"\n\n[[routes]]\nto = [\"a\"]\ngroup_by = []\nmax_batch = 1\n";
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].key, "routes[0].max_batch");
     }
 }
 

@@ -4,6 +4,8 @@
 //! This is the basic matcher (globs on fields, severity comparisons); the routing issue grows
 //! it (regex, dedup and grouping per route) without changing how the engine asks for a route.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::model::{Notification, Severity};
@@ -23,11 +25,35 @@ pub struct RouteMatch {
     pub severity: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Route {
     pub matcher: RouteMatch,
     pub to: Vec<String>,
     pub cont: bool,
+    /// Repeats of a notification's dedup key inside this window are `suppressed`.
+    pub dedup_window: Option<Duration>,
+    /// Aggregation: a burst of matching notifications becomes one digest per channel.
+    pub group: Option<GroupSpec>,
+}
+
+/// How a route batches what it matches into digests (PRODUCT.md §7, Alertmanager's terms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    /// Fields that split groups (`symbol`, `strategy`, `source`, `event_type`, `severity`,
+    /// `user_id`, or any `data` key); empty: one group per route and channel.
+    pub by: Vec<String>,
+    /// How long the first notification of a group waits for others.
+    pub wait: Duration,
+    /// After a digest, how long before the next one for the same group.
+    pub interval: Duration,
+    /// At most this many notifications in one digest; more start the next one.
+    pub max_batch: usize,
+}
+
+impl GroupSpec {
+    pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_BATCH: usize = 100;
 }
 
 impl RouteMatch {
@@ -203,6 +229,7 @@ mod tests {
             matcher: m,
             to: to.iter().map(|s| s.to_string()).collect(),
             cont,
+            ..Default::default()
         }
     }
 
