@@ -24,7 +24,8 @@ pub struct Effects {
     pub disable: Option<String>,
 }
 
-/// Turns a verdict into the stored outcome and the channel effects.
+/// Turns a verdict into the stored outcome and the channel effects. `probe`: the attempt was
+/// the half-open circuit's probe.
 pub fn decide(
     d: &Delivery,
     verdict: &Verdict,
@@ -32,6 +33,7 @@ pub fn decide(
     started_at: DateTime<Utc>,
     latency: Duration,
     now: DateTime<Utc>,
+    probe: bool,
 ) -> (Completion, Effects) {
     let number = d.attempts + 1;
     let mut effects = Effects::default();
@@ -59,17 +61,20 @@ pub fn decide(
             throttled,
             ..
         } => {
-            let throttled = *throttled;
-            if throttled {
+            let throttled_429 = *throttled;
+            if throttled_429 {
                 effects.pause = Some(after.unwrap_or(Duration::from_secs(1)));
             } else {
                 effects.failure = true;
             }
-            // Only non-429 failures use up the retry budget.
+            // Neither a 429 nor a failed circuit probe uses up the retry budget: the first is
+            // the provider asking to wait, the second says the outage goes on — the circuit
+            // already spaces the probes, so a long outage cannot burn the one alert probed.
+            let throttled = throttled_429 || probe;
             let failures = number
                 .saturating_sub(d.budget_from)
                 .saturating_sub(d.throttled + u32::from(throttled));
-            let backoff = if throttled {
+            let backoff = if throttled_429 {
                 Some(Duration::ZERO)
             } else {
                 policy.delay(failures, mix(d.id.as_u128() as u64 ^ u64::from(number)))
@@ -178,6 +183,7 @@ mod tests {
                 now,
                 Duration::ZERO,
                 now,
+                false,
             );
             assert!(e.failure);
             assert_eq!(c.attempt.number, attempts + 1);
@@ -195,6 +201,37 @@ mod tests {
     }
 
     #[test]
+    fn failed_probe_spares_the_budget_but_still_counts_for_the_circuit() {
+        let now = Utc::now();
+        let p = no_jitter();
+        // Three failures so far: a fourth ordinary one spends the budget (1 + 3 retries)…
+        let (c, _) = decide(
+            &delivery(3, 0),
+            &retry(503, None, false),
+            &p,
+            now,
+            Duration::ZERO,
+            now,
+            false,
+        );
+        assert_eq!(c.status, DeliveryStatus::Dead);
+        // …but as the circuit's probe it only says the outage goes on.
+        let (c, e) = decide(
+            &delivery(3, 0),
+            &retry(503, None, false),
+            &p,
+            now,
+            Duration::ZERO,
+            now,
+            true,
+        );
+        assert_eq!(c.status, DeliveryStatus::Retrying);
+        assert!(c.throttled, "counted apart from the budget");
+        assert!(e.failure, "the breaker hears of it");
+        assert_eq!(e.pause, None, "no channel pause: that is for 429s");
+    }
+
+    #[test]
     fn retry_after_is_a_floor_and_429_does_not_use_the_budget() {
         let now = Utc::now();
         let p = no_jitter();
@@ -205,6 +242,7 @@ mod tests {
             now,
             Duration::ZERO,
             now,
+            false,
         );
         assert_eq!((c.not_before.unwrap() - now).num_seconds(), 7);
         assert_eq!(e.pause, None);
@@ -217,6 +255,7 @@ mod tests {
             now,
             Duration::ZERO,
             now,
+            false,
         );
         assert_eq!(c.status, DeliveryStatus::Retrying);
         assert!(c.throttled && !e.failure);
@@ -230,6 +269,7 @@ mod tests {
             now,
             Duration::ZERO,
             now,
+            false,
         );
         assert_eq!(c.status, DeliveryStatus::Dead);
     }
@@ -246,6 +286,7 @@ mod tests {
             now,
             Duration::ZERO,
             now,
+            false,
         );
         assert_eq!(c.status, DeliveryStatus::Retrying);
         assert_eq!(c.attempt.number, 5);
@@ -260,7 +301,15 @@ mod tests {
             status: Some(410),
             disable_channel: true,
         };
-        let (c, e) = decide(&delivery(0, 0), &v, &no_jitter(), now, Duration::ZERO, now);
+        let (c, e) = decide(
+            &delivery(0, 0),
+            &v,
+            &no_jitter(),
+            now,
+            Duration::ZERO,
+            now,
+            false,
+        );
         assert_eq!(c.status, DeliveryStatus::Dead);
         assert_eq!(c.attempt.status_code, Some(410));
         assert_eq!(e.disable.as_deref(), Some("HTTP 410"));
@@ -283,6 +332,7 @@ mod tests {
             now,
             Duration::from_millis(15),
             now,
+            false,
         );
         assert_eq!(
             (

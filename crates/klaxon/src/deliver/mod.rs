@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use klaxon_channels::SendContext;
+use klaxon_core::breaker::BreakerState;
 use klaxon_core::config::DeliveryConfig;
 use klaxon_core::limit::{LimitKey, Limiter};
 use klaxon_core::model::DeliveryStatus;
@@ -294,7 +295,12 @@ impl Engine {
                 continue;
             };
             // The circuit may have opened since the claim, or this may be the half-open probe.
-            let allowed = rt.breaker.guard().allow(now_mono);
+            let (allowed, probe) = {
+                let mut b = rt.breaker.guard();
+                let was_open = matches!(b.state(), BreakerState::Open { .. });
+                let allowed = b.allow(now_mono);
+                (allowed, was_open && allowed)
+            };
             if !allowed {
                 deferrals.push(Deferral {
                     delivery_id: c.delivery.id,
@@ -357,7 +363,7 @@ impl Engine {
                         // A 429 may have paused the channel while this one waited for its slot.
                         match engine.paused_for(&rt) {
                             Some(wait) => engine.defer_one(c.delivery.id, wait).await,
-                            None => engine.dispatch(rt, c).await,
+                            None => engine.dispatch(rt, c, probe).await,
                         }
                     }
                     _ = cancel.cancelled() => {
@@ -373,7 +379,9 @@ impl Engine {
         Ok(n)
     }
 
-    async fn dispatch(self: Arc<Self>, rt: Arc<Runtime>, c: Claimed) {
+    /// Sends one claimed delivery. `probe`: it is the half-open circuit's probe, whose failure
+    /// says the outage goes on, not that this message is undeliverable.
+    async fn dispatch(self: Arc<Self>, rt: Arc<Runtime>, c: Claimed, probe: bool) {
         let cx = SendContext {
             delivery_id: c.delivery.id,
             target: c.delivery.target.clone(),
@@ -404,6 +412,7 @@ impl Engine {
             started_at,
             latency,
             now,
+            probe,
         );
         if let Some(note) = &report.note {
             tracing::warn!(channel = %rt.spec.name, delivery = %c.delivery.id, "{note}");
