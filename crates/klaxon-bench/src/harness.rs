@@ -57,7 +57,7 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A configuration with one `json://` channel, `sink`, to `channel`; `extra` is more TOML
-/// (a `[delivery]` table).
+/// (a `[delivery]` or `[tradingview]` table).
 pub fn config(db_url: &str, channel: &str, extra: &str) -> anyhow::Result<Config> {
     let text = format!(
         r#"
@@ -98,8 +98,18 @@ pub struct Klaxon {
 impl Klaxon {
     /// Starts the service (`klaxon::server::serve`, port 0) with one channel to `sink`.
     pub async fn start(sink: &WebhookSink) -> anyhow::Result<Klaxon> {
+        Klaxon::start_with(sink, "").await
+    }
+
+    /// The same, with more TOML (`extra`) in the configuration.
+    pub async fn start_with(sink: &WebhookSink, extra: &str) -> anyhow::Result<Klaxon> {
+        Klaxon::start_channel(&channel_url(sink), extra).await
+    }
+
+    /// The service with its one channel, `sink`, at `channel` (any channel URL).
+    pub async fn start_channel(channel: &str, extra: &str) -> anyhow::Result<Klaxon> {
         let (dir, db) = fresh_db()?;
-        let config = config(&db, &channel_url(sink), "")?;
+        let config = config(&db, channel, extra)?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();
         let task = tokio::spawn(async move {

@@ -64,6 +64,10 @@ enum Scenario {
     Process,
     /// 8: history queries (dashboard, dead letters, depth) with 100,000 notifications.
     History,
+    /// 9: the TradingView hook's answer time.
+    Tradingview,
+    /// 10: goodput through the fake Telegram's rate limits.
+    Goodput,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -130,6 +134,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::History) {
         let r = scenarios::history::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Tradingview) {
+        let r = scenarios::tradingview::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Goodput) {
+        let r = scenarios::goodput::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

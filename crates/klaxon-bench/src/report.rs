@@ -17,6 +17,10 @@ pub enum Unit {
     Millis,
     /// Mebibytes (2^20 bytes), as `/proc` reports kB.
     Mib,
+    Secs,
+    Percent,
+    /// A plain number of things (429 answers, repeats).
+    Count,
 }
 
 /// A measured number and its unit.
@@ -55,6 +59,27 @@ impl Fig {
         }
     }
 
+    pub fn secs(value: f64) -> Fig {
+        Fig {
+            value,
+            unit: Unit::Secs,
+        }
+    }
+
+    pub fn percent(value: f64) -> Fig {
+        Fig {
+            value,
+            unit: Unit::Percent,
+        }
+    }
+
+    pub fn count(value: f64) -> Fig {
+        Fig {
+            value,
+            unit: Unit::Count,
+        }
+    }
+
     pub fn mib(kib: u64) -> Fig {
         Fig {
             value: kib as f64 / 1024.0,
@@ -74,6 +99,9 @@ impl fmt::Display for Fig {
             Unit::Micros => write!(f, "{:.2} ms", v / 1e3),
             Unit::Millis => write!(f, "{v:.0} ms"),
             Unit::Mib => write!(f, "{v:.1} MB"),
+            Unit::Secs => write!(f, "{v:.1} s"),
+            Unit::Percent => write!(f, "{v:.1} %"),
+            Unit::Count => write!(f, "{}", thousands(v)),
         }
     }
 }
@@ -101,6 +129,7 @@ fn thousands(v: f64) -> String {
 pub enum Goal {
     AtLeast(f64),
     Below(f64),
+    AtMost(f64),
 }
 
 impl Goal {
@@ -108,6 +137,7 @@ impl Goal {
         match self {
             Goal::AtLeast(g) => v >= g,
             Goal::Below(g) => v < g,
+            Goal::AtMost(g) => v <= g,
         }
     }
 
@@ -115,6 +145,7 @@ impl Goal {
         let (sign, g) = match self {
             Goal::AtLeast(g) => ("≥", g),
             Goal::Below(g) => ("<", g),
+            Goal::AtMost(g) => ("≤", g),
         };
         format!("{sign} {}", Fig { value: g, unit })
     }

@@ -6,10 +6,15 @@
 //! - [`delivery`]: 5, accept → delivered latency and delivered/s.
 //! - [`notifier`]: 6, `Notifier::send` against `mpsc::try_send`.
 //! - [`process`]: 7, the `klaxon` binary's start-up time and memory.
+//! - [`history`]: 8, history queries with 100,000 notifications.
+//! - [`tradingview`]: 9, the TradingView hook's answer time.
+//! - [`goodput`]: 10, 600 messages through the fake Telegram's limits.
 
 pub mod delivery;
+pub mod goodput;
 pub mod history;
 pub mod http;
 pub mod notifier;
 pub mod process;
 pub mod store;
+pub mod tradingview;
