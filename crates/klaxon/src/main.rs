@@ -269,6 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         fallback: vec![],
                         fallback_after: klaxon_core::config::DEFAULT_FALLBACK_AFTER,
                         retry: None,
+                        policy: Default::default(),
                     }
                 }
                 (None, None) => bail!("say where: --channel NAME or --to URL"),
