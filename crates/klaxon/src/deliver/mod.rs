@@ -26,11 +26,12 @@ use klaxon_channels::SendContext;
 use klaxon_core::config::DeliveryConfig;
 use klaxon_core::limit::{LimitKey, Limiter};
 use klaxon_core::model::DeliveryStatus;
+use klaxon_core::policy::{EventRule, Freshness};
 use klaxon_core::retry::RetryPolicy;
 use klaxon_core::verdict::Verdict;
 use klaxon_store::{
-    ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Fallback, FallbackMove, NewDelivery,
-    Store,
+    ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Fallback, FallbackMove, Finish,
+    NewDelivery, Store,
 };
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use self::decide::{Effects, decide};
+use self::decide::{Effects, Gate, decide, fresh_copy, gate};
 use self::registry::{Guard, Registry, Runtime};
 use crate::events::{DeliveryEvent, Event, Events};
 
@@ -66,6 +67,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     cfg: DeliveryConfig,
+    /// `[events]`: how old each event type may go out (`max_age`, `when_stale`).
+    freshness: Vec<EventRule>,
     lease: Duration,
     owner: String,
     limiter: Mutex<Limiter>,
@@ -95,6 +98,7 @@ impl Engine {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         cfg: DeliveryConfig,
+        freshness: Vec<EventRule>,
         lease: Duration,
     ) -> EngineHandle {
         let (tx, rx) = mpsc::channel(COMPLETE_BATCH * 8);
@@ -103,6 +107,7 @@ impl Engine {
             registry,
             slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             cfg,
+            freshness,
             lease,
             owner: format!("{}-{}", hostname(), klaxon_core::model::new_id()),
             limiter: Mutex::new(Limiter::new()),
@@ -148,6 +153,10 @@ impl Engine {
 
     fn mono(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    fn freshness(&self, c: &Claimed) -> Option<Freshness> {
+        Freshness::for_event(&self.freshness, c.notification.event_type.as_deref())
     }
 
     fn policy(&self, rt: &Runtime) -> RetryPolicy {
@@ -283,6 +292,7 @@ impl Engine {
             .await?;
         let n = claimed.len();
         let mut deferrals = Vec::new();
+        let mut finished = Vec::new();
         for c in claimed {
             let Some(rt) = self.registry.get(&c.delivery.channel).cloned() else {
                 // Only configured channels are claimed; should another process's row slip in,
@@ -302,19 +312,36 @@ impl Engine {
                 });
                 continue;
             }
-            // Muted: critical alerts and operator tests pass, the rest wait for the mute's end.
-            if let Some(until) = rt.muted_until(Utc::now())
-                && c.notification.severity != klaxon_core::Severity::Critical
-                && c.notification.event_type.as_deref() != Some(crate::control::TEST_EVENT)
-            {
-                deferrals.push(Deferral {
-                    delivery_id: c.delivery.id,
-                    not_before: until,
-                });
-                continue;
+            // Too old to act on, muted or in quiet hours: it waits or ends here, unsent.
+            let now = Utc::now();
+            match gate(
+                &c.notification,
+                self.freshness(&c),
+                rt.hold(now),
+                rt.spec.policy.when_muted,
+                now,
+            ) {
+                Gate::Go => {}
+                Gate::Wait(until) => {
+                    deferrals.push(Deferral {
+                        delivery_id: c.delivery.id,
+                        not_before: until,
+                    });
+                    continue;
+                }
+                Gate::End(status, reason) => {
+                    self.ended_unsent(&rt, &c, status, &reason);
+                    finished.push(Finish {
+                        delivery_id: c.delivery.id,
+                        status,
+                        reason,
+                    });
+                    continue;
+                }
             }
             let mut keys = rt.channel.limits(c.delivery.target.as_deref());
             keys.push(rt.channel_key());
+            keys.extend(rt.user_keys(c.notification.user_id.as_deref()));
             let at = {
                 let mut limiter = self.limiter.guard();
                 let earliest = limiter.earliest(&keys, now_mono);
@@ -370,10 +397,39 @@ impl Engine {
         if !deferrals.is_empty() {
             self.store.defer(deferrals).await?;
         }
+        if !finished.is_empty() {
+            self.store.finish(finished).await?;
+        }
         Ok(n)
     }
 
+    /// Counts and logs a delivery that ends without a send (suppressed by quiet hours or a
+    /// mute, expired as too old).
+    fn ended_unsent(&self, rt: &Runtime, c: &Claimed, status: DeliveryStatus, reason: &str) {
+        metrics::counter!("klaxon_deliveries_total", "channel" => rt.spec.name.clone(), "outcome" => status.as_str())
+            .increment(1);
+        tracing::info!(channel = %rt.spec.name, delivery = %c.delivery.id, status = status.as_str(), %reason, "delivery ended unsent");
+    }
+
     async fn dispatch(self: Arc<Self>, rt: Arc<Runtime>, c: Claimed) {
+        // Judged at the send itself: age is send time minus the event's own timestamp.
+        let notification = match fresh_copy(&c.notification, self.freshness(&c), Utc::now()) {
+            Ok(n) => n,
+            Err(reason) => {
+                let status = DeliveryStatus::Expired;
+                self.ended_unsent(&rt, &c, status, &reason);
+                self.in_flight.guard().remove(&c.delivery.id);
+                let item = Finish {
+                    delivery_id: c.delivery.id,
+                    status,
+                    reason,
+                };
+                if let Err(e) = self.store.finish(vec![item]).await {
+                    tracing::warn!(error = %e, "could not end an expired delivery; its lease will expire");
+                }
+                return;
+            }
+        };
         let cx = SendContext {
             delivery_id: c.delivery.id,
             target: c.delivery.target.clone(),
@@ -384,7 +440,7 @@ impl Engine {
         // Channels time out each request; this bounds a multi-part send as a whole.
         let report = match tokio::time::timeout(
             rt.spec.timeout * 4 + Duration::from_secs(5),
-            rt.channel.send(&c.notification, &cx),
+            rt.channel.send(&notification, &cx),
         )
         .await
         {
