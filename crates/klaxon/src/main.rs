@@ -478,6 +478,9 @@ fn print_channel(c: &serde_json::Value) {
     if let Some(t) = c["muted_until"].as_str() {
         println!("  {:<20} muted until {t}", "");
     }
+    if let (Some(q), Some(t)) = (c["quiet_hours"].as_str(), c["quiet_until"].as_str()) {
+        println!("  {:<20} quiet hours ({q}) until {t}", "");
+    }
     if let Some(e) = c["last_error"].as_str() {
         println!("  {:<20} last error: {e}", "");
     }
