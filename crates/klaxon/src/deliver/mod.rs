@@ -403,12 +403,19 @@ impl Engine {
         Ok(n)
     }
 
-    /// Counts and logs a delivery that ends without a send (suppressed by quiet hours or a
-    /// mute, expired as too old).
+    /// Counts, logs and announces a delivery that ends without a send (suppressed by quiet
+    /// hours or a mute, expired as too old).
     fn ended_unsent(&self, rt: &Runtime, c: &Claimed, status: DeliveryStatus, reason: &str) {
         metrics::counter!("klaxon_deliveries_total", "channel" => rt.spec.name.clone(), "outcome" => status.as_str())
             .increment(1);
         tracing::info!(channel = %rt.spec.name, delivery = %c.delivery.id, status = status.as_str(), %reason, "delivery ended unsent");
+        let outcome = Outcome {
+            status,
+            attempt: c.delivery.attempts,
+            error: Some(reason.to_string()),
+            latency_ms: 0,
+        };
+        self.announce(rt, c, outcome, Utc::now());
     }
 
     async fn dispatch(self: Arc<Self>, rt: Arc<Runtime>, c: Claimed) {
@@ -663,11 +670,17 @@ impl Engine {
         if changed && let Err(e) = self.store.patch_channel(&name, patch).await {
             tracing::warn!(channel = %name, error = %e, "could not persist channel state");
         }
-        self.announce(rt, c, done, now);
+        let outcome = Outcome {
+            status: done.status,
+            attempt: done.attempt.number,
+            error: done.attempt.error.clone(),
+            latency_ms: done.attempt.latency_ms,
+        };
+        self.announce(rt, c, outcome, now);
     }
 
     /// Tells the live stream what this attempt came to, and how its channel looks now.
-    fn announce(&self, rt: &Runtime, c: &Claimed, done: &Completion, now: DateTime<Utc>) {
+    fn announce(&self, rt: &Runtime, c: &Claimed, done: Outcome, now: DateTime<Utc>) {
         if !self.events.watched() {
             return;
         }
@@ -678,9 +691,9 @@ impl Engine {
             channel: rt.spec.name.clone(),
             target: c.delivery.target.clone(),
             status: done.status,
-            attempt: done.attempt.number,
-            error: done.attempt.error.clone(),
-            latency_ms: done.attempt.latency_ms,
+            attempt: done.attempt,
+            error: done.error,
+            latency_ms: done.latency_ms,
             accept_to_outcome_ms: since_accept as u64,
             title: c.notification.title.clone(),
             summary: c
@@ -815,6 +828,14 @@ async fn write_completions(
             return;
         }
     }
+}
+
+/// What the live stream is told about a delivery's latest step: an attempt, or an end unsent.
+struct Outcome {
+    status: DeliveryStatus,
+    attempt: u32,
+    error: Option<String>,
+    latency_ms: u64,
 }
 
 /// Counts a send against its channel's cap for as long as it lives; when it ends, the
