@@ -68,6 +68,8 @@ enum Scenario {
     Tradingview,
     /// 10: goodput through the fake Telegram's rate limits.
     Goodput,
+    /// 11: Klaxon against Apprise, same sink.
+    Apprise,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -142,6 +144,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::Goodput) {
         let r = scenarios::goodput::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Apprise) {
+        let r = scenarios::apprise::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

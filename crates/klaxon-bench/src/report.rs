@@ -19,6 +19,8 @@ pub enum Unit {
     Mib,
     Secs,
     Percent,
+    /// A ratio between two measured figures (`12.3×`).
+    Ratio,
     /// A plain number of things (429 answers, repeats).
     Count,
 }
@@ -73,6 +75,13 @@ impl Fig {
         }
     }
 
+    pub fn ratio(value: f64) -> Fig {
+        Fig {
+            value,
+            unit: Unit::Ratio,
+        }
+    }
+
     pub fn count(value: f64) -> Fig {
         Fig {
             value,
@@ -101,6 +110,7 @@ impl fmt::Display for Fig {
             Unit::Mib => write!(f, "{v:.1} MB"),
             Unit::Secs => write!(f, "{v:.1} s"),
             Unit::Percent => write!(f, "{v:.1} %"),
+            Unit::Ratio => write!(f, "{v:.1}×"),
             Unit::Count => write!(f, "{}", thousands(v)),
         }
     }

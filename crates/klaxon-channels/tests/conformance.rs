@@ -248,6 +248,7 @@ fn build(kind: Kind, base: &str) -> (Arc<dyn Channel>, String) {
         fallback: Vec::new(),
         fallback_after: Duration::from_secs(60),
         retry: None,
+        policy: Default::default(),
     };
     let debug = format!("{spec:?}");
     (klaxon_channels::build(&spec, &client()), debug)

@@ -96,6 +96,15 @@ impl Breaker {
         self.opened_at = None;
     }
 
+    /// The probe this breaker let through was not sent after all (deferred, shutting down):
+    /// the circuit goes back to open-and-due, so the next caller probes instead of the channel
+    /// waiting forever for a result that never comes.
+    pub fn abandon_probe(&mut self, now: Duration) {
+        if self.state == BreakerState::HalfOpen {
+            self.state = BreakerState::Open { until: now };
+        }
+    }
+
     /// Counts a failure that says something about the channel's health (timeouts, 5xx, refused
     /// connections) and returns true when this failure opened the circuit.
     pub fn on_failure(&mut self, now: Duration) -> bool {
@@ -136,6 +145,8 @@ mod tests {
         assert!(b.on_failure(s(34)), "failed probe reopens");
         assert_eq!(b.opened_at(), Some(s(3)), "open since the first opening");
         assert!(b.allow(s(64)));
+        b.abandon_probe(s(64));
+        assert!(b.allow(s(64)), "an unsent probe hands the turn on");
         b.on_success();
         assert!(b.is_closed());
         assert!(b.allow(s(65)));

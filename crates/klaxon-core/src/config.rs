@@ -14,7 +14,8 @@ use toml::Spanned;
 
 use crate::breaker::BreakerPolicy;
 use crate::channel_url::{self, ApiBases, Options, Provider};
-use crate::limit::Rate;
+use crate::limit::{self, Rate};
+use crate::policy::{EventRule, Freshness, QuietHours, WhenMuted, WhenStale};
 use crate::retry::RetryPolicy;
 use crate::route::{GroupSpec, Route, RouteMatch};
 use crate::secret::Secret;
@@ -31,6 +32,8 @@ pub struct Config {
     pub tradingview: Option<TradingViewConfig>,
     /// Redis pub/sub ingestion, when `[redis] url` (or `KLAXON_REDIS_URL`) is set.
     pub redis: Option<RedisConfig>,
+    /// `[events."glob"]`: freshness per event type, over the built-in defaults for signals.
+    pub events: Vec<EventRule>,
 }
 
 /// Envelopes in from Redis pub/sub (PRODUCT.md §2): one per message.
@@ -181,6 +184,35 @@ pub struct ChannelSpec {
     pub fallback_after: Duration,
     /// A retry policy of its own, else `[delivery.retry]`.
     pub retry: Option<RetryPolicy>,
+    /// Per-user limits, quiet hours and what a mute does.
+    pub policy: ChannelPolicy,
+}
+
+/// What a channel holds back beyond its provider's limits (issue 4, item 9).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChannelPolicy {
+    /// Limits per notification `user_id`; `None`: the provider's built-in ones, an empty list:
+    /// none.
+    pub per_user: Option<Vec<Rate>>,
+    pub quiet_hours: Option<QuietHours>,
+    /// Applies to quiet hours and to an operator's mute alike.
+    pub when_muted: WhenMuted,
+}
+
+impl ChannelPolicy {
+    /// The per-user rates that apply on a channel of this provider.
+    pub fn per_user_rates(&self, provider: &Provider) -> &[Rate] {
+        if let Some(rates) = &self.per_user {
+            return rates;
+        }
+        match provider {
+            Provider::Email(_) => &limit::EMAIL_PER_USER,
+            // WhatsApp bills and blocks like SMS.
+            Provider::Twilio(_) => &limit::SMS_PER_USER,
+            Provider::Telegram(_) => &limit::TELEGRAM_PER_USER,
+            _ => &[],
+        }
+    }
 }
 
 /// One wrong thing in the configuration: where, which key, what to do.
@@ -231,6 +263,17 @@ struct FileConfig {
     routes: Vec<Spanned<RouteConfig>>,
     tradingview: Option<TradingViewFile>,
     redis: Option<RedisFile>,
+    events: BTreeMap<String, Spanned<EventFile>>,
+}
+
+/// `[events."signal.*"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventFile {
+    /// A duration, or `"off"` to switch a built-in default off.
+    max_age: toml::Value,
+    #[serde(default)]
+    when_stale: WhenStale,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +301,11 @@ struct ChannelConfig {
     #[serde(default, with = "opt_duration")]
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
+    /// `{ per_minute = 30, per_hour = 1000 }`, `["30/min", "1000/h"]`, or `false`.
+    per_user: Option<toml::Value>,
+    quiet_hours: Option<StringOrList>,
+    timezone: Option<String>,
+    when_muted: Option<WhenMuted>,
     // Provider options; the same names work in the URL's query.
     format: Option<String>,
     parse_mode: Option<String>,
@@ -369,6 +417,51 @@ impl RouteConfig {
 }
 
 impl ChannelConfig {
+    /// The channel's policy keys, checked; an error names the key (below `channels.NAME`).
+    fn policy(&self) -> Result<ChannelPolicy, (&'static str, String)> {
+        let per_user = self
+            .per_user
+            .as_ref()
+            .map(per_user_rates)
+            .transpose()
+            .map_err(|m| ("per_user", m))?;
+        let tz = self
+            .timezone
+            .as_deref()
+            .map(QuietHours::zone)
+            .transpose()
+            .map_err(|m| ("timezone", m))?;
+        let quiet_hours = match &self.quiet_hours {
+            None => None,
+            Some(q) => {
+                let texts = match q {
+                    StringOrList::One(s) => vec![s.clone()],
+                    StringOrList::Many(v) => v.clone(),
+                };
+                if texts.is_empty() {
+                    return Err((
+                        "quiet_hours",
+                        "give at least one window like \"22:00-07:00\"".into(),
+                    ));
+                }
+                let windows = texts
+                    .iter()
+                    .map(|t| t.parse())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| ("quiet_hours", m))?;
+                Some(QuietHours {
+                    windows,
+                    tz: tz.unwrap_or(chrono_tz::UTC),
+                })
+            }
+        };
+        Ok(ChannelPolicy {
+            per_user,
+            quiet_hours,
+            when_muted: self.when_muted.unwrap_or_default(),
+        })
+    }
+
     fn options(&self) -> Options {
         let mut o = Options::default();
         let text = [
@@ -427,6 +520,63 @@ impl ChannelConfig {
         o.headers
             .extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         o
+    }
+}
+
+/// `per_user` as written: a table of `per_second`/`per_minute`/`per_hour`/`per_day` counts, a
+/// list of rates (`"30/min"`), or `false` for none (switching off the built-in defaults).
+fn per_user_rates(v: &toml::Value) -> Result<Vec<Rate>, String> {
+    let form = "use { per_minute = 30, per_hour = 1000 }, [\"30/min\", \"1000/h\"] or false";
+    match v {
+        toml::Value::Boolean(false) => Ok(Vec::new()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => limit::window_rate(s),
+                other => Err(format!("`{other}` is not a rate; {form}")),
+            })
+            .collect(),
+        toml::Value::Table(t) => {
+            let mut rates = Vec::new();
+            for (k, v) in t {
+                let per = match k.as_str() {
+                    "per_second" => Duration::from_secs(1),
+                    "per_minute" => Duration::from_secs(60),
+                    "per_hour" => Duration::from_secs(3600),
+                    "per_day" => Duration::from_secs(86_400),
+                    _ => {
+                        return Err(format!(
+                            "unknown key `{k}` (use per_second, per_minute, per_hour, per_day)"
+                        ));
+                    }
+                };
+                let count = v
+                    .as_integer()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("`{k}` must be a whole number above 0, got `{v}`"))?;
+                rates.push(limit::window(count, per));
+            }
+            if rates.is_empty() {
+                return Err(format!("no limit given; {form}"));
+            }
+            Ok(rates)
+        }
+        other => Err(format!("`{other}` is not a per-user limit; {form}")),
+    }
+}
+
+/// `max_age` as written: a duration (`"2m"`, seconds) or `"off"`.
+fn max_age(v: &toml::Value) -> Result<Option<Duration>, String> {
+    match v {
+        toml::Value::String(s) if s.trim().eq_ignore_ascii_case("off") => Ok(None),
+        toml::Value::String(s) => crate::duration::parse(s).map(Some),
+        toml::Value::Integer(n) => u64::try_from(*n)
+            .map(|n| Some(Duration::from_secs(n)))
+            .map_err(|_| format!("`{n}` is not a duration")),
+        other => Err(format!(
+            "`{other}` is not a duration like \"2m\" (or \"off\")"
+        )),
     }
 }
 
@@ -526,6 +676,14 @@ impl Config {
                 });
                 continue;
             }
+            let policy = cfg.policy().unwrap_or_else(|(key, message)| {
+                errors.push(ConfigError {
+                    line: line(span.start),
+                    key: format!("channels.{name}.{key}"),
+                    message,
+                });
+                ChannelPolicy::default()
+            });
             match channel_url::parse(cfg.url.get_ref(), &cfg.options(), &apis) {
                 Ok(provider) => channels.push(ChannelSpec {
                     name: name.clone(),
@@ -536,6 +694,7 @@ impl Config {
                     fallback: cfg.fallback.clone(),
                     fallback_after: cfg.fallback_after.unwrap_or(DEFAULT_FALLBACK_AFTER),
                     retry: cfg.retry.clone(),
+                    policy,
                 }),
                 Err(message) => errors.push(ConfigError {
                     line: line(cfg.url.span().start),
@@ -557,6 +716,7 @@ impl Config {
                 fallback: Vec::new(),
                 fallback_after: DEFAULT_FALLBACK_AFTER,
                 retry: None,
+                policy: ChannelPolicy::default(),
             });
         }
 
@@ -618,6 +778,26 @@ impl Config {
             });
         }
 
+        let mut events = Vec::new();
+        for (pattern, e) in &file.events {
+            let span = e.span();
+            let e = e.get_ref();
+            match max_age(&e.max_age) {
+                Ok(age) => events.push(EventRule {
+                    pattern: pattern.clone(),
+                    freshness: age.map(|max_age| Freshness {
+                        max_age,
+                        when_stale: e.when_stale,
+                    }),
+                }),
+                Err(message) => errors.push(ConfigError {
+                    line: line(span.start),
+                    key: format!("events.\"{pattern}\".max_age"),
+                    message,
+                }),
+            }
+        }
+
         if errors.is_empty() {
             Ok(Config {
                 server,
@@ -627,6 +807,7 @@ impl Config {
                 routes,
                 tradingview,
                 redis,
+                events,
             })
         } else {
             Err(ConfigErrors(errors))
@@ -758,6 +939,7 @@ fn env_channels(env: &dyn Env, apis: &ApiBases, errors: &mut Vec<ConfigError>) -
                 fallback: Vec::new(),
                 fallback_after: DEFAULT_FALLBACK_AFTER,
                 retry: None,
+                policy: ChannelPolicy::default(),
             }),
             Err(message) => errors.push(ConfigError {
                 line: None,
@@ -1302,6 +1484,124 @@ silent = true
         let text = "[channels.a]\nurl = \"log://\"\n\n[[routes]]\nto = [\"a\"]\ngroup_by = []\nmax_batch = 1\n";
         let err = Config::load(Some(text), &env(&[])).unwrap_err();
         assert_eq!(err.0[0].key, "routes[0].max_batch");
+    }
+}
+
+#[cfg(test)]
+mod policy_keys {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        Config::load(Some(text), &BTreeMap::new())
+    }
+
+    fn one_error(text: &str) -> ConfigError {
+        let e = load(text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        e.0[0].clone()
+    }
+
+    #[test]
+    fn channel_policy_keys() {
+        let c = load(
+            "[channels.a]\nurl = \"log://\"\nper_user = { per_minute = 30, per_hour = 1000 }\nquiet_hours = [\"22:00-07:00\", \"12:00-13:00\"]\ntimezone = \"Europe/Berlin\"\nwhen_muted = \"suppress\"\n",
+        )
+        .unwrap();
+        let p = &c.channels[0].policy;
+        assert_eq!(
+            p.per_user,
+            Some(vec![
+                limit::window(1000, Duration::from_secs(3600)),
+                limit::window(30, Duration::from_secs(60)),
+            ])
+        );
+        let q = p.quiet_hours.as_ref().unwrap();
+        assert_eq!(q.describe(), "22:00-07:00, 12:00-13:00 Europe/Berlin");
+        assert_eq!(p.when_muted, WhenMuted::Suppress);
+
+        let c = load(
+            "[channels.a]\nurl = \"log://\"\nper_user = [\"2/s\"]\nquiet_hours = \"01:00-02:00\"\n",
+        )
+        .unwrap();
+        let p = &c.channels[0].policy;
+        assert_eq!(p.per_user.as_ref().unwrap()[0].burst, 2);
+        assert_eq!(p.quiet_hours.as_ref().unwrap().tz, chrono_tz::UTC);
+        assert_eq!(p.when_muted, WhenMuted::Wait);
+    }
+
+    #[test]
+    fn built_in_per_user_limits_follow_the_provider() {
+        let c = load("[channels.mail]\nurl = \"mailto://u:p@smtp.example.com?to=a@example.com\"\n[channels.tg]\nurl = \"tgram://123456:TEST-token_abc/5\"\n[channels.tg-off]\nurl = \"tgram://123456:TEST-token_abc/5\"\nper_user = false\n[channels.hook]\nurl = \"json://example.com/h\"\n").unwrap();
+        let rates = |n: &str| {
+            let s = c.channel(n).unwrap();
+            s.policy.per_user_rates(&s.provider).to_vec()
+        };
+        assert_eq!(rates("mail"), limit::EMAIL_PER_USER);
+        assert_eq!(rates("tg"), limit::TELEGRAM_PER_USER);
+        assert_eq!(rates("tg-off"), []);
+        assert_eq!(rates("hook"), []);
+    }
+
+    #[test]
+    fn bad_policy_keys_are_named() {
+        let cases = [
+            (
+                "timezone = \"Mars/Base\"",
+                "channels.a.timezone",
+                "Mars/Base",
+            ),
+            (
+                "quiet_hours = \"22:00-7\"",
+                "channels.a.quiet_hours",
+                "22:00-7",
+            ),
+            ("quiet_hours = []", "channels.a.quiet_hours", "at least one"),
+            (
+                "per_user = { per_week = 3 }",
+                "channels.a.per_user",
+                "per_week",
+            ),
+            (
+                "per_user = { per_minute = 0 }",
+                "channels.a.per_user",
+                "above 0",
+            ),
+            ("per_user = [\"lots\"]", "channels.a.per_user", "lots"),
+            ("per_user = 5", "channels.a.per_user", "per_minute"),
+        ];
+        for (line, key, says) in cases {
+            let e = one_error(&format!("[channels.a]\nurl = \"log://\"\n{line}\n"));
+            assert_eq!(e.key, key, "{line}: {e}");
+            assert!(e.message.contains(says), "{line}: {e}");
+            assert_eq!(e.line, Some(1), "{line}");
+        }
+        let e = one_error("[channels.a]\nurl = \"log://\"\nwhen_muted = \"later\"\n");
+        assert_eq!(e.key, "channels.a.when_muted", "{e}");
+    }
+
+    #[test]
+    fn events_section() {
+        let c = load("[events.\"signal.*\"]\nmax_age = \"2m\"\nwhen_stale = \"expire\"\n[events.\"tradingview.alert\"]\nmax_age = \"off\"\n").unwrap();
+        assert_eq!(
+            c.events,
+            [
+                EventRule {
+                    pattern: "signal.*".into(),
+                    freshness: Some(Freshness {
+                        max_age: Duration::from_secs(120),
+                        when_stale: WhenStale::Expire
+                    }),
+                },
+                EventRule {
+                    pattern: "tradingview.alert".into(),
+                    freshness: None,
+                },
+            ]
+        );
+        let e = one_error("[events.\"signal.*\"]\nmax_age = \"soon\"\n");
+        assert_eq!(e.key, "events.\"signal.*\".max_age", "{e}");
+        let e = one_error("[events.\"signal.*\"]\nmax_age = \"2m\"\nwhen_stale = \"drop\"\n");
+        assert!(e.key.contains("when_stale"), "{e}");
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`verdict`]: what a send achieved, and the one HTTP-status classifier.
 //! - [`retry`], [`limit`], [`breaker`]: backoff schedule, GCRA rate maths, circuit breaker —
 //!   all with time passed in, so the engine and the tests drive the clock.
+//! - [`policy`]: quiet hours in a time zone and freshness (`max_age`) of time-sensitive events.
 //! - [`secret`]: a string that never prints.
 
 pub mod breaker;
@@ -21,6 +22,7 @@ pub mod hooks;
 pub mod input;
 pub mod limit;
 pub mod model;
+pub mod policy;
 pub mod render;
 pub mod retry;
 pub mod route;

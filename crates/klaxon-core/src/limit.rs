@@ -86,11 +86,17 @@ impl<'de> Deserialize<'de> for Rate {
 }
 
 /// Keyed GCRA state: per key, the theoretical arrival time (TAT) of the next event. Keys are
-/// channels and their configured recipients, so the map stays as small as the configuration.
+/// channels, their configured recipients, and the users notifications name; a key whose TAT has
+/// passed holds no information, so those are dropped as the map grows.
 #[derive(Debug, Default)]
 pub struct Limiter {
     tat: HashMap<String, Duration>,
+    /// The map is swept of spent keys when it grows past this (then twice what is left).
+    sweep_at: usize,
 }
+
+/// Below this many keys the limiter never sweeps: configuration-sized maps stay untouched.
+const SWEEP_MIN: usize = 1024;
 
 /// A key and the rate that applies to it, as a channel declares them for one send.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +124,10 @@ impl Limiter {
     /// Reserves a slot under every key: returns when the send may go (≥ `now`) and counts it,
     /// so the next caller is planned after it.
     pub fn reserve(&mut self, keys: &[LimitKey], now: Duration) -> Duration {
+        if self.tat.len() >= self.sweep_at.max(SWEEP_MIN) {
+            self.tat.retain(|_, tat| *tat > now);
+            self.sweep_at = self.tat.len() * 2;
+        }
         let at = self.earliest(keys, now);
         for k in keys {
             let tat = self.tat.entry(k.key.clone()).or_insert(Duration::ZERO);
@@ -133,6 +143,41 @@ impl Limiter {
         *tat = (*tat).max(until + tolerance);
     }
 }
+
+/// Per-user limits of a channel (issue 4, item 9): each rate is a window that admits its whole
+/// count at once, then refills at the steady rate, so `60/min` lets a burst of alerts through
+/// while `1000/h` alongside it does not space every send 3.6 s apart.
+pub fn user_keys(channel: &str, user: &str, rates: &[Rate]) -> Vec<LimitKey> {
+    rates
+        .iter()
+        .map(|r| LimitKey {
+            key: format!("user:{channel}:{}:{user}", r.per.as_secs()),
+            rate: *r,
+        })
+        .collect()
+}
+
+/// A per-user rate as written: `"30/min"` without a burst admits all 30 at once.
+pub fn window_rate(text: &str) -> Result<Rate, String> {
+    let mut r: Rate = text.parse()?;
+    if !text.contains("burst") {
+        r.burst = r.count;
+    }
+    Ok(r)
+}
+
+/// `count` per `per`, all of it admissible at once.
+pub const fn window(count: u32, per: Duration) -> Rate {
+    Rate::new(count, per, count)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+/// Built-in per-user limits (issue 4, item 9), applied when a notification names a user and the
+/// channel configures none. Providers that bill or block per message get tight ones.
+pub const EMAIL_PER_USER: [Rate; 2] = [window(60, MINUTE), window(1000, HOUR)];
+pub const SMS_PER_USER: [Rate; 2] = [window(10, MINUTE), window(100, HOUR)];
+pub const TELEGRAM_PER_USER: [Rate; 2] = [window(30, MINUTE), window(1000, HOUR)];
 
 #[cfg(test)]
 mod tests {
@@ -186,6 +231,41 @@ mod tests {
             last >= Duration::from_millis(1633) && last < Duration::from_millis(1634),
             "{last:?}"
         );
+    }
+
+    #[test]
+    fn per_user_window_admits_a_burst_then_waits() {
+        let mut l = Limiter::new();
+        let t0 = Duration::from_secs(1000);
+        let rates = [window_rate("3/min").unwrap(), window_rate("5/h").unwrap()];
+        let chan = key("channel:mail", "100/s burst 100");
+        let mut slots = Vec::new();
+        for _ in 0..6 {
+            let mut keys = user_keys("mail", "alice", &rates);
+            keys.push(chan.clone());
+            slots.push(l.reserve(&keys, t0) - t0);
+        }
+        // Three at once, then one per 20 s (3/min); the sixth waits for 5/h.
+        assert_eq!(
+            slots,
+            [0, 0, 0, 20, 40, 720].map(Duration::from_secs).to_vec()
+        );
+        // Another user, same channel: not held by alice's sends.
+        let bob = user_keys("mail", "bob", &rates);
+        assert_eq!(l.reserve(&bob, t0), t0);
+        assert_eq!(window_rate("2/s burst 1").unwrap().burst, 1);
+        assert!(window_rate("often").is_err());
+    }
+
+    #[test]
+    fn spent_keys_are_swept_as_the_map_grows() {
+        let mut l = Limiter::new();
+        let rate: Rate = "1/s".parse().unwrap();
+        for u in 0..5000 {
+            let t = Duration::from_secs(u);
+            l.reserve(&user_keys("c", &u.to_string(), &[rate]), t);
+        }
+        assert!(l.tat.len() < 2 * SWEEP_MIN, "{} keys kept", l.tat.len());
     }
 
     #[test]

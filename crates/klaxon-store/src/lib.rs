@@ -121,6 +121,15 @@ pub struct FallbackMove {
     pub fallback: Fallback,
 }
 
+/// End a claimed delivery without an attempt: `suppressed` (quiet hours, a mute) or `expired`
+/// (older than its event type's `max_age`), with the reason kept as its `last_error`.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub delivery_id: Uuid,
+    pub status: DeliveryStatus,
+    pub reason: String,
+}
+
 /// Return a claimed delivery to the queue without an attempt (rate-limited, shutting down).
 #[derive(Debug, Clone)]
 pub struct Deferral {
@@ -217,6 +226,8 @@ pub trait Store: Send + Sync + 'static {
     async fn fall_back(&self, moves: Vec<FallbackMove>) -> Result<()>;
     /// Puts claimed deliveries back without counting an attempt.
     async fn defer(&self, items: Vec<Deferral>) -> Result<()>;
+    /// Ends claimed deliveries in a final status without an attempt, in one transaction.
+    async fn finish(&self, items: Vec<Finish>) -> Result<()>;
     /// The earliest `not_before` among waiting deliveries (the scheduler sleeps until then).
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>>;

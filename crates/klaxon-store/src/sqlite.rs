@@ -580,6 +580,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn finish(&self, items: Vec<Finish>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let now = ms(Utc::now());
+        let mut tx = self.writer.begin().await?;
+        for f in &items {
+            sqlx::query(
+                "UPDATE deliveries SET status = ?1, last_error = ?2, lease_until = NULL, lease_owner = NULL, updated_at = ?3 \
+                 WHERE id = ?4 AND status = 'sending'",
+            )
+            .bind(f.status.as_str())
+            .bind(&f.reason)
+            .bind(now)
+            .bind(id_str(f.delivery_id))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END) FROM deliveries \

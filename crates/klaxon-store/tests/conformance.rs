@@ -13,7 +13,7 @@ use klaxon_core::model::{
     Attempt, AttemptOutcome, DeliveryStatus, Notification, Priority, Severity, new_id,
 };
 use klaxon_store::{
-    ChannelPatch, ClaimRequest, Completion, Deferral, Fallback, FallbackMove, ListFilter,
+    ChannelPatch, ClaimRequest, Completion, Deferral, Fallback, FallbackMove, Finish, ListFilter,
     NewDelivery, NewEntry, Store,
 };
 
@@ -300,6 +300,7 @@ suite!(
     open_circuit_moves_to_fallback,
     lost_lease_does_not_fall_back,
     requeue_gives_dead_letters_a_fresh_budget,
+    finish_ends_claimed_deliveries_with_a_reason,
 );
 
 async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
@@ -540,6 +541,67 @@ async fn expired_notifications_are_not_claimed(store: Arc<dyn Store>) {
     assert!(store.claim(claim_req(10)).await.unwrap().is_empty());
     let rec = store.get(id).await.unwrap().unwrap();
     assert_eq!(rec.deliveries[0].delivery.status, DeliveryStatus::Expired);
+}
+
+async fn finish_ends_claimed_deliveries_with_a_reason(store: Arc<dyn Store>) {
+    let n = Notification::new("late");
+    let id = n.id;
+    store
+        .insert(vec![entry(n, &["a", "b", "c"])])
+        .await
+        .unwrap();
+    let got = store.claim(claim_req(10)).await.unwrap();
+    let by = |ch: &str| {
+        got.iter()
+            .find(|c| c.delivery.channel == ch)
+            .unwrap()
+            .delivery
+            .id
+    };
+    let (a, b, c) = (by("a"), by("b"), by("c"));
+    // `c` was lost to an expired lease and re-claimed elsewhere: not ours to finish.
+    store
+        .defer(vec![Deferral {
+            delivery_id: c,
+            not_before: Utc::now(),
+        }])
+        .await
+        .unwrap();
+    store
+        .finish(vec![
+            Finish {
+                delivery_id: a,
+                status: DeliveryStatus::Suppressed,
+                reason: "quiet hours 22:00-07:00 UTC".into(),
+            },
+            Finish {
+                delivery_id: b,
+                status: DeliveryStatus::Expired,
+                reason: "older than max_age 2m (age 10m 3s)".into(),
+            },
+            Finish {
+                delivery_id: c,
+                status: DeliveryStatus::Expired,
+                reason: "no".into(),
+            },
+        ])
+        .await
+        .unwrap();
+    let rec = store.get(id).await.unwrap().unwrap();
+    let of = |d: uuid::Uuid| rec.deliveries.iter().find(|r| r.delivery.id == d).unwrap();
+    assert_eq!(of(a).delivery.status, DeliveryStatus::Suppressed);
+    assert_eq!(
+        of(a).delivery.last_error.as_deref(),
+        Some("quiet hours 22:00-07:00 UTC")
+    );
+    assert_eq!(of(b).delivery.status, DeliveryStatus::Expired);
+    assert!(
+        of(a).attempts.is_empty() && of(b).attempts.is_empty(),
+        "no attempt was made"
+    );
+    assert_eq!(of(c).delivery.status, DeliveryStatus::Pending);
+    let left = store.claim(claim_req(10)).await.unwrap();
+    assert_eq!(left.len(), 1, "finished deliveries are never claimed again");
 }
 
 async fn only_open_channels_claimed(store: Arc<dyn Store>) {

@@ -71,6 +71,7 @@ impl Service {
             store.clone(),
             registry.clone(),
             config.delivery.clone(),
+            config.events.clone(),
             config.store.lease,
         );
         let committer = GroupCommitter::start(store.clone(), config.store.group_commit_max);

@@ -269,6 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         fallback: vec![],
                         fallback_after: klaxon_core::config::DEFAULT_FALLBACK_AFTER,
                         retry: None,
+                        policy: Default::default(),
                     }
                 }
                 (None, None) => bail!("say where: --channel NAME or --to URL"),
@@ -476,6 +477,9 @@ fn print_channel(c: &serde_json::Value) {
     );
     if let Some(t) = c["muted_until"].as_str() {
         println!("  {:<20} muted until {t}", "");
+    }
+    if let (Some(q), Some(t)) = (c["quiet_hours"].as_str(), c["quiet_until"].as_str()) {
+        println!("  {:<20} quiet hours ({q}) until {t}", "");
     }
     if let Some(e) = c["last_error"].as_str() {
         println!("  {:<20} last error: {e}", "");

@@ -293,7 +293,10 @@ async fn signed_webhook_with_stable_id_across_retries() {
 async fn failures_retry_then_die_and_open_the_circuit() {
     let sink = WebhookSink::start().await;
     let url = common::json_url(&sink);
-    let cfg = fast_retries(&format!("[channels.hook]\nurl = \"{url}/\"\n"));
+    // The breaker opens after 5 failures: the doomed delivery's 4 attempts are all ordinary
+    // ones (a failed half-open probe would not use up its budget).
+    let cfg = fast_retries(&format!("[channels.hook]\nurl = \"{url}/\"\n"))
+        .replace("threshold = 3", "threshold = 5");
     let s = TestServer::start(&cfg).await;
     sink.set_fail(FailMode::Status(500));
     let id = send(&s, json!({"message": "doomed"})).await;
@@ -304,6 +307,16 @@ async fn failures_retry_then_die_and_open_the_circuit() {
         4,
         "1 + 3 retries"
     );
+    // A fifth failure in a row opens the circuit.
+    send(&s, json!({"message": "the fifth failure"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while channel(&s, "hook").await["circuit"] == json!("closed") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the circuit never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let c = channel(&s, "hook").await;
     assert!(c["last_error"].as_str().unwrap().contains("500"), "{c}");
     assert!(

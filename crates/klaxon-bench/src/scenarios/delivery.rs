@@ -27,7 +27,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How notifications are offered.
 #[derive(Clone, Copy)]
-enum Offer {
+pub(crate) enum Offer {
     /// Open loop: this many per second, this many in all.
     Rate(f64, usize),
     /// Closed loop: this many, from `MAX_WORKERS` clients.
@@ -35,16 +35,16 @@ enum Offer {
 }
 
 /// One run's outcome.
-struct Phase {
-    accepted: u64,
+pub(crate) struct Phase {
+    pub accepted: u64,
     /// Notifications whose webhook arrived (first arrival counts).
-    delivered: u64,
+    pub delivered: u64,
     /// Client send (just before the POST) → 202 read.
     accept: Lat,
     /// Client send (just before the POST) → webhook at the sink.
     delivery: Lat,
     /// Delivered notifications per second, first POST to last webhook.
-    delivered_per_s: f64,
+    pub delivered_per_s: f64,
 }
 
 pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
@@ -124,7 +124,7 @@ fn rows(
 }
 
 /// Runs one offer against a fresh service and matches every webhook to its send time.
-async fn phase(offer: Offer) -> anyhow::Result<Phase> {
+pub(crate) async fn phase(offer: Offer) -> anyhow::Result<Phase> {
     let target = sink(true).await;
     let klaxon = Klaxon::start(&target).await?;
     let http = client();

@@ -9,7 +9,9 @@
 //! - [`history`]: 8, history queries with 100,000 notifications.
 //! - [`tradingview`]: 9, the TradingView hook's answer time.
 //! - [`goodput`]: 10, 600 messages through the fake Telegram's limits.
+//! - [`apprise`]: 11, Klaxon against Apprise delivering to the same sink.
 
+pub mod apprise;
 pub mod delivery;
 pub mod goodput;
 pub mod history;

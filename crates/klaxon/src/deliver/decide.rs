@@ -1,10 +1,14 @@
-//! What follows from one attempt: the pure decision, kept apart from the engine's I/O so every
+//! What a claimed delivery may do before its send ([`gate`], [`fresh_copy`]) and what follows
+//! from one attempt ([`decide`]): pure decisions, kept apart from the engine's I/O so every
 //! case is a table test.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use klaxon_core::model::{Attempt, AttemptOutcome, Delivery, DeliveryStatus};
+use klaxon_core::Severity;
+use klaxon_core::model::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, Notification};
+use klaxon_core::policy::{self, Freshness, Judgement, WhenMuted};
 use klaxon_core::retry::{RetryPolicy, mix};
 use klaxon_core::verdict::Verdict;
 use klaxon_store::Completion;
@@ -22,6 +26,60 @@ pub struct Effects {
     pub failure: bool,
     /// Disable the channel, with this reason (webhook 410, deleted Discord webhook).
     pub disable: Option<String>,
+}
+
+/// What becomes of a claimed delivery before any send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    /// On to the rate limiter and the send.
+    Go,
+    /// Back to the store until then (a mute or quiet hours).
+    Wait(DateTime<Utc>),
+    /// Ended without an attempt: `suppressed` or `expired`, with the reason.
+    End(DeliveryStatus, String),
+}
+
+/// Critical alerts and an operator's test pass every mute and quiet hour (PRODUCT.md §1).
+pub fn passes_mute(n: &Notification) -> bool {
+    n.severity == Severity::Critical || n.event_type.as_deref() == Some(crate::control::TEST_EVENT)
+}
+
+/// Decides a claimed delivery's way before its send. Freshness first: a signal too old to act
+/// on is not worth waiting out the night for. `hold` is the channel's mute or quiet hours now
+/// ([`super::registry::Runtime::hold`]).
+pub fn gate(
+    n: &Notification,
+    freshness: Option<Freshness>,
+    hold: Option<(DateTime<Utc>, String)>,
+    when_muted: WhenMuted,
+    now: DateTime<Utc>,
+) -> Gate {
+    if let Some(Judgement::Expire(reason)) = freshness.map(|f| f.judge(n.created_at, now)) {
+        return Gate::End(DeliveryStatus::Expired, reason);
+    }
+    match hold {
+        Some((until, why)) if !passes_mute(n) => match when_muted {
+            WhenMuted::Wait => Gate::Wait(until),
+            WhenMuted::Suppress => Gate::End(DeliveryStatus::Suppressed, why),
+        },
+        _ => Gate::Go,
+    }
+}
+
+/// The notification as it goes out at `now`: itself while fresh, a copy marked STALE once past
+/// its `max_age` (so every channel shows it, whatever its renderer), or the reason it expired.
+pub fn fresh_copy(
+    n: &Arc<Notification>,
+    freshness: Option<Freshness>,
+    now: DateTime<Utc>,
+) -> Result<Arc<Notification>, String> {
+    match freshness.map(|f| f.judge(n.created_at, now)) {
+        None | Some(Judgement::Fresh) => Ok(n.clone()),
+        Some(Judgement::Stale { age, max_age }) => {
+            Ok(Arc::new(policy::mark_stale(n, age, max_age)))
+        }
+        Some(Judgement::Expire(reason)) => Err(reason),
+    }
 }
 
 /// Turns a verdict into the stored outcome and the channel effects. `probe`: the attempt was
@@ -74,10 +132,15 @@ pub fn decide(
             let failures = number
                 .saturating_sub(d.budget_from)
                 .saturating_sub(d.throttled + u32::from(throttled));
+            let seed = mix(d.id.as_u128() as u64 ^ u64::from(number));
             let backoff = if throttled_429 {
                 Some(Duration::ZERO)
+            } else if probe {
+                // A probe spares the budget, so it may be a first attempt (nothing counted yet)
+                // or come with `retries = 0`: it still waits like a first retry.
+                Some(policy.delay(failures.max(1), seed).unwrap_or(policy.base))
             } else {
-                policy.delay(failures, mix(d.id.as_u128() as u64 ^ u64::from(number)))
+                policy.delay(failures, seed)
             };
             let exhausted =
                 failures > policy.retries || d.throttled + u32::from(throttled) > MAX_THROTTLED;
@@ -229,6 +292,17 @@ mod tests {
         assert!(c.throttled, "counted apart from the budget");
         assert!(e.failure, "the breaker hears of it");
         assert_eq!(e.pause, None, "no channel pause: that is for 429s");
+        // A first attempt that happens to be the probe retries too.
+        let (c, _) = decide(
+            &delivery(0, 0),
+            &retry(503, None, false),
+            &p,
+            now,
+            Duration::ZERO,
+            now,
+            true,
+        );
+        assert_eq!(c.status, DeliveryStatus::Retrying);
     }
 
     #[test]
@@ -316,6 +390,102 @@ mod tests {
         assert!(
             !e.failure,
             "one bad message says nothing about the channel's health"
+        );
+    }
+
+    #[test]
+    fn gate_table() {
+        let now: DateTime<Utc> = "2026-05-01T23:00:00Z".parse().unwrap();
+        let morning: DateTime<Utc> = "2026-05-02T07:00:00Z".parse().unwrap();
+        let quiet = Some((morning, "quiet hours 22:00-07:00 UTC".to_string()));
+        let signal = |mins: i64, severity| {
+            let mut n = Notification::new("BUY MNQ")
+                .event_type("signal.generated")
+                .severity(severity);
+            n.created_at = now - TimeDelta::minutes(mins);
+            n
+        };
+        let mark = Freshness::for_event(&[], Some("signal.generated"));
+        let expire = mark.map(|f| Freshness {
+            when_stale: policy::WhenStale::Expire,
+            ..f
+        });
+        let info = Severity::Info;
+        let crit = Severity::Critical;
+        let suppressed = Gate::End(
+            DeliveryStatus::Suppressed,
+            "quiet hours 22:00-07:00 UTC".into(),
+        );
+        let cases = [
+            (signal(0, info), mark, None, WhenMuted::Wait, Gate::Go),
+            (
+                signal(0, info),
+                mark,
+                quiet.clone(),
+                WhenMuted::Wait,
+                Gate::Wait(morning),
+            ),
+            (
+                signal(0, info),
+                mark,
+                quiet.clone(),
+                WhenMuted::Suppress,
+                suppressed,
+            ),
+            (
+                signal(0, crit),
+                mark,
+                quiet.clone(),
+                WhenMuted::Suppress,
+                Gate::Go,
+            ),
+            // Stale but marked: still goes (the mark is made at send time).
+            (signal(10, info), mark, None, WhenMuted::Wait, Gate::Go),
+            (
+                signal(10, crit),
+                expire,
+                quiet.clone(),
+                WhenMuted::Wait,
+                Gate::End(
+                    DeliveryStatus::Expired,
+                    "older than max_age 2m (age 10m)".into(),
+                ),
+            ),
+            (
+                Notification::new("t").event_type(crate::control::TEST_EVENT),
+                None,
+                quiet,
+                WhenMuted::Wait,
+                Gate::Go,
+            ),
+        ];
+        for (i, (n, f, hold, when, want)) in cases.into_iter().enumerate() {
+            assert_eq!(gate(&n, f, hold, when, now), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn fresh_copy_marks_only_stale_ones() {
+        let now = Utc::now();
+        let mut n = Notification::new("BUY")
+            .event_type("signal.generated")
+            .title("BUY MNQ");
+        let f = Freshness::for_event(&[], n.event_type.as_deref());
+        let fresh = Arc::new(n.clone());
+        assert!(Arc::ptr_eq(&fresh_copy(&fresh, f, now).unwrap(), &fresh));
+        n.created_at = now - TimeDelta::seconds(603);
+        let late = fresh_copy(&Arc::new(n.clone()), f, now).unwrap();
+        assert_eq!(
+            late.title.as_deref(),
+            Some("⏰ STALE (10m 3s late) · BUY MNQ")
+        );
+        let expire = f.map(|f| Freshness {
+            when_stale: policy::WhenStale::Expire,
+            ..f
+        });
+        assert_eq!(
+            fresh_copy(&Arc::new(n), expire, now).unwrap_err(),
+            "older than max_age 2m (age 10m 3s)"
         );
     }
 

@@ -27,11 +27,12 @@ use klaxon_core::breaker::BreakerState;
 use klaxon_core::config::DeliveryConfig;
 use klaxon_core::limit::{LimitKey, Limiter};
 use klaxon_core::model::DeliveryStatus;
+use klaxon_core::policy::{EventRule, Freshness};
 use klaxon_core::retry::RetryPolicy;
 use klaxon_core::verdict::Verdict;
 use klaxon_store::{
-    ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Fallback, FallbackMove, NewDelivery,
-    Store,
+    ChannelPatch, ClaimRequest, Claimed, Completion, Deferral, Fallback, FallbackMove, Finish,
+    NewDelivery, Store,
 };
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use self::decide::{Effects, decide};
+use self::decide::{Effects, Gate, decide, fresh_copy, gate};
 use self::registry::{Guard, Registry, Runtime};
 use crate::events::{DeliveryEvent, Event, Events};
 
@@ -67,6 +68,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     cfg: DeliveryConfig,
+    /// `[events]`: how old each event type may go out (`max_age`, `when_stale`).
+    freshness: Vec<EventRule>,
     lease: Duration,
     owner: String,
     limiter: Mutex<Limiter>,
@@ -96,6 +99,7 @@ impl Engine {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         cfg: DeliveryConfig,
+        freshness: Vec<EventRule>,
         lease: Duration,
     ) -> EngineHandle {
         let (tx, rx) = mpsc::channel(COMPLETE_BATCH * 8);
@@ -104,6 +108,7 @@ impl Engine {
             registry,
             slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             cfg,
+            freshness,
             lease,
             owner: format!("{}-{}", hostname(), klaxon_core::model::new_id()),
             limiter: Mutex::new(Limiter::new()),
@@ -149,6 +154,10 @@ impl Engine {
 
     fn mono(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    fn freshness(&self, c: &Claimed) -> Option<Freshness> {
+        Freshness::for_event(&self.freshness, c.notification.event_type.as_deref())
     }
 
     fn policy(&self, rt: &Runtime) -> RetryPolicy {
@@ -284,6 +293,7 @@ impl Engine {
             .await?;
         let n = claimed.len();
         let mut deferrals = Vec::new();
+        let mut finished = Vec::new();
         for c in claimed {
             let Some(rt) = self.registry.get(&c.delivery.channel).cloned() else {
                 // Only configured channels are claimed; should another process's row slip in,
@@ -294,7 +304,35 @@ impl Engine {
                 });
                 continue;
             };
+            // Too old to act on, muted or in quiet hours: it waits or ends here, unsent.
+            let now = Utc::now();
+            match gate(
+                &c.notification,
+                self.freshness(&c),
+                rt.hold(now),
+                rt.spec.policy.when_muted,
+                now,
+            ) {
+                Gate::Go => {}
+                Gate::Wait(until) => {
+                    deferrals.push(Deferral {
+                        delivery_id: c.delivery.id,
+                        not_before: until,
+                    });
+                    continue;
+                }
+                Gate::End(status, reason) => {
+                    self.ended_unsent(&rt, &c, status, &reason);
+                    finished.push(Finish {
+                        delivery_id: c.delivery.id,
+                        status,
+                        reason,
+                    });
+                    continue;
+                }
+            }
             // The circuit may have opened since the claim, or this may be the half-open probe.
+            // Asked only for a delivery that will otherwise go: a probe must end in a result.
             let (allowed, probe) = {
                 let mut b = rt.breaker.guard();
                 let was_open = matches!(b.state(), BreakerState::Open { .. });
@@ -308,23 +346,16 @@ impl Engine {
                 });
                 continue;
             }
-            // Muted: critical alerts and operator tests pass, the rest wait for the mute's end.
-            if let Some(until) = rt.muted_until(Utc::now())
-                && c.notification.severity != klaxon_core::Severity::Critical
-                && c.notification.event_type.as_deref() != Some(crate::control::TEST_EVENT)
-            {
-                deferrals.push(Deferral {
-                    delivery_id: c.delivery.id,
-                    not_before: until,
-                });
-                continue;
-            }
             let mut keys = rt.channel.limits(c.delivery.target.as_deref());
             keys.push(rt.channel_key());
+            keys.extend(rt.user_keys(c.notification.user_id.as_deref()));
             let at = {
                 let mut limiter = self.limiter.guard();
                 let earliest = limiter.earliest(&keys, now_mono);
                 if earliest - now_mono > HOLD_MAX {
+                    if probe {
+                        rt.breaker.guard().abandon_probe(now_mono);
+                    }
                     deferrals.push(Deferral {
                         delivery_id: c.delivery.id,
                         not_before: Utc::now()
@@ -362,12 +393,20 @@ impl Engine {
                         let _permits = permits;
                         // A 429 may have paused the channel while this one waited for its slot.
                         match engine.paused_for(&rt) {
-                            Some(wait) => engine.defer_one(c.delivery.id, wait).await,
+                            Some(wait) => {
+                                if probe {
+                                    rt.breaker.guard().abandon_probe(engine.mono());
+                                }
+                                engine.defer_one(c.delivery.id, wait).await
+                            }
                             None => engine.dispatch(rt, c, probe).await,
                         }
                     }
                     _ = cancel.cancelled() => {
                         // Shutting down before its slot came: back to the store, untried.
+                        if probe {
+                            rt.breaker.guard().abandon_probe(engine.mono());
+                        }
                         engine.release(vec![c.delivery.id]).await;
                     }
                 }
@@ -376,12 +415,51 @@ impl Engine {
         if !deferrals.is_empty() {
             self.store.defer(deferrals).await?;
         }
+        if !finished.is_empty() {
+            self.store.finish(finished).await?;
+        }
         Ok(n)
+    }
+
+    /// Counts, logs and announces a delivery that ends without a send (suppressed by quiet
+    /// hours or a mute, expired as too old).
+    fn ended_unsent(&self, rt: &Runtime, c: &Claimed, status: DeliveryStatus, reason: &str) {
+        metrics::counter!("klaxon_deliveries_total", "channel" => rt.spec.name.clone(), "outcome" => status.as_str())
+            .increment(1);
+        tracing::info!(channel = %rt.spec.name, delivery = %c.delivery.id, status = status.as_str(), %reason, "delivery ended unsent");
+        let outcome = Outcome {
+            status,
+            attempt: c.delivery.attempts,
+            error: Some(reason.to_string()),
+            latency_ms: 0,
+        };
+        self.announce(rt, c, outcome, Utc::now());
     }
 
     /// Sends one claimed delivery. `probe`: it is the half-open circuit's probe, whose failure
     /// says the outage goes on, not that this message is undeliverable.
     async fn dispatch(self: Arc<Self>, rt: Arc<Runtime>, c: Claimed, probe: bool) {
+        // Judged at the send itself: age is send time minus the event's own timestamp.
+        let notification = match fresh_copy(&c.notification, self.freshness(&c), Utc::now()) {
+            Ok(n) => n,
+            Err(reason) => {
+                let status = DeliveryStatus::Expired;
+                self.ended_unsent(&rt, &c, status, &reason);
+                self.in_flight.guard().remove(&c.delivery.id);
+                let item = Finish {
+                    delivery_id: c.delivery.id,
+                    status,
+                    reason,
+                };
+                if let Err(e) = self.store.finish(vec![item]).await {
+                    tracing::warn!(error = %e, "could not end an expired delivery; its lease will expire");
+                }
+                if probe {
+                    rt.breaker.guard().abandon_probe(self.mono());
+                }
+                return;
+            }
+        };
         let cx = SendContext {
             delivery_id: c.delivery.id,
             target: c.delivery.target.clone(),
@@ -392,7 +470,7 @@ impl Engine {
         // Channels time out each request; this bounds a multi-part send as a whole.
         let report = match tokio::time::timeout(
             rt.spec.timeout * 4 + Duration::from_secs(5),
-            rt.channel.send(&c.notification, &cx),
+            rt.channel.send(&notification, &cx),
         )
         .await
         {
@@ -616,11 +694,17 @@ impl Engine {
         if changed && let Err(e) = self.store.patch_channel(&name, patch).await {
             tracing::warn!(channel = %name, error = %e, "could not persist channel state");
         }
-        self.announce(rt, c, done, now);
+        let outcome = Outcome {
+            status: done.status,
+            attempt: done.attempt.number,
+            error: done.attempt.error.clone(),
+            latency_ms: done.attempt.latency_ms,
+        };
+        self.announce(rt, c, outcome, now);
     }
 
     /// Tells the live stream what this attempt came to, and how its channel looks now.
-    fn announce(&self, rt: &Runtime, c: &Claimed, done: &Completion, now: DateTime<Utc>) {
+    fn announce(&self, rt: &Runtime, c: &Claimed, done: Outcome, now: DateTime<Utc>) {
         if !self.events.watched() {
             return;
         }
@@ -631,9 +715,9 @@ impl Engine {
             channel: rt.spec.name.clone(),
             target: c.delivery.target.clone(),
             status: done.status,
-            attempt: done.attempt.number,
-            error: done.attempt.error.clone(),
-            latency_ms: done.attempt.latency_ms,
+            attempt: done.attempt,
+            error: done.error,
+            latency_ms: done.latency_ms,
             accept_to_outcome_ms: since_accept as u64,
             title: c.notification.title.clone(),
             summary: c
@@ -768,6 +852,14 @@ async fn write_completions(
             return;
         }
     }
+}
+
+/// What the live stream is told about a delivery's latest step: an attempt, or an end unsent.
+struct Outcome {
+    status: DeliveryStatus,
+    attempt: u32,
+    error: Option<String>,
+    latency_ms: u64,
 }
 
 /// Counts a send against its channel's cap for as long as it lives; when it ends, the

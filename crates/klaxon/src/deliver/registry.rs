@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use klaxon_channels::Channel;
 use klaxon_core::breaker::{Breaker, BreakerPolicy, BreakerState};
 use klaxon_core::config::ChannelSpec;
-use klaxon_core::limit::{LimitKey, Rate};
+use klaxon_core::limit::{self, LimitKey, Rate};
+use klaxon_core::policy::WhenMuted;
 use klaxon_store::ChannelState;
 use serde::Serialize;
 
@@ -80,8 +81,14 @@ pub struct ChannelView {
     pub last_error_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub paused_until: Option<DateTime<Utc>>,
-    /// Non-critical deliveries wait until then.
+    /// An operator's mute: non-critical deliveries are held (or suppressed) until then.
     pub muted_until: Option<DateTime<Utc>>,
+    /// Configured quiet hours, e.g. `"22:00-07:00 Europe/Berlin"`.
+    pub quiet_hours: Option<String>,
+    /// When the quiet hours in force now end; `null` outside them.
+    pub quiet_until: Option<DateTime<Utc>>,
+    /// What a mute or quiet hours do to non-critical deliveries: `wait` or `suppress`.
+    pub when_muted: WhenMuted,
     pub circuit: &'static str,
     /// Where this channel's notifications go when it fails.
     pub fallback: Vec<String>,
@@ -97,6 +104,27 @@ impl Runtime {
     /// Until when non-critical deliveries wait, if the channel is muted now.
     pub fn muted_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.state.guard().muted_until.filter(|t| *t > now)
+    }
+
+    /// Why and until when non-critical deliveries are held back now: an operator's mute first,
+    /// then quiet hours. A mute that ends inside quiet hours is followed by them when the
+    /// delivery is looked at again.
+    pub fn hold(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> {
+        if let Some(until) = self.muted_until(now) {
+            return Some((until, format!("channel muted until {}", until.to_rfc3339())));
+        }
+        let quiet = self.spec.policy.quiet_hours.as_ref()?;
+        let until = quiet.quiet_until(now)?;
+        Some((until, format!("quiet hours {}", quiet.describe())))
+    }
+
+    /// The per-user limit keys a send to `user` carries on this channel (none without a user).
+    pub fn user_keys(&self, user: Option<&str>) -> Vec<LimitKey> {
+        let Some(user) = user else {
+            return Vec::new();
+        };
+        let rates = self.spec.policy.per_user_rates(&self.spec.provider);
+        limit::user_keys(&self.spec.name, user, rates)
     }
 
     /// The channel-wide limit key every send carries: a configured `rate_limit`, and the handle
@@ -162,6 +190,14 @@ impl Runtime {
             last_success_at: s.last_success_at,
             paused_until: paused,
             muted_until: s.muted_until.filter(|t| *t > now),
+            quiet_hours: self.spec.policy.quiet_hours.as_ref().map(|q| q.describe()),
+            quiet_until: self
+                .spec
+                .policy
+                .quiet_hours
+                .as_ref()
+                .and_then(|q| q.quiet_until(now)),
+            when_muted: self.spec.policy.when_muted,
             circuit: match breaker {
                 BreakerState::Closed => "closed",
                 BreakerState::Open { .. } => "open",

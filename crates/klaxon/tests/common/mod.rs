@@ -118,8 +118,12 @@ impl TestServer {
         loop {
             let (_, v) = self.get(&format!("/api/v1/notifications/{id}")).await;
             let done = v["deliveries"].as_array().is_some_and(|d| {
-                d.iter()
-                    .all(|d| matches!(d["status"].as_str(), Some("delivered" | "dead" | "expired")))
+                d.iter().all(|d| {
+                    matches!(
+                        d["status"].as_str(),
+                        Some("delivered" | "dead" | "expired" | "suppressed")
+                    )
+                })
             });
             if done {
                 return v;
