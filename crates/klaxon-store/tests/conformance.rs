@@ -210,6 +210,26 @@ async fn postgres_replicas_claim_disjoint_sets() {
     assert_eq!(all.len(), 300);
 }
 
+/// Stores `a` and `b` insert `count` notifications made by `make(k)` at once, `b` in reverse
+/// order; the answers paired per `k`.
+async fn insert_racing(
+    a: &Arc<dyn Store>,
+    b: &Arc<dyn Store>,
+    count: usize,
+    make: impl Fn(usize) -> Notification,
+) -> Vec<(klaxon_store::Inserted, klaxon_store::Inserted)> {
+    let ea: Vec<NewEntry> = (0..count).map(|k| entry(make(k), &["x"])).collect();
+    let eb: Vec<NewEntry> = (0..count).rev().map(|k| entry(make(k), &["x"])).collect();
+    let (sa, sb) = (a.clone(), b.clone());
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(async move { sa.insert(ea).await }),
+        tokio::spawn(async move { sb.insert(eb).await })
+    );
+    let (ra, mut rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+    rb.reverse();
+    ra.into_iter().zip(rb).collect()
+}
+
 /// Two replicas inserting the same idempotency keys at once (in opposite orders): each key is
 /// stored once, both answers name that one notification, and neither insert fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,29 +240,11 @@ async fn postgres_replicas_share_idempotency_keys() {
     let a = db.store().await;
     let b = klaxon_store::open(&db.url).await.unwrap();
     for round in 0..5 {
-        let batch = |rev: bool| {
-            let mut v: Vec<NewEntry> = (0..40)
-                .map(|k| {
-                    entry(
-                        Notification::new("race").idempotency_key(format!("r{round}-k{k}")),
-                        &["x"],
-                    )
-                })
-                .collect();
-            if rev {
-                v.reverse();
-            }
-            v
-        };
-        let (ea, eb) = (batch(false), batch(true));
-        let (sa, sb) = (a.clone(), b.clone());
-        let (ra, rb) = tokio::join!(
-            tokio::spawn(async move { sa.insert(ea).await }),
-            tokio::spawn(async move { sb.insert(eb).await })
-        );
-        let (ra, mut rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
-        rb.reverse();
-        for (x, y) in ra.iter().zip(&rb) {
+        let pairs = insert_racing(&a, &b, 40, |k| {
+            Notification::new("race").idempotency_key(format!("r{round}-k{k}"))
+        })
+        .await;
+        for (x, y) in &pairs {
             assert_eq!(x.notification_id, y.notification_id);
             assert_eq!(x.deliveries, y.deliveries);
             assert!(
@@ -273,28 +275,13 @@ async fn postgres_replicas_share_dedup_keys() {
     let b = klaxon_store::open(&db.url).await.unwrap();
     let t0 = Utc::now();
     for round in 0..5 {
-        let batch = |rev: bool| {
-            let mut v: Vec<NewEntry> = (0..20)
-                .map(|k| {
-                    let mut n = deduped(&format!("r{round}-k{k}"), 300);
-                    n.created_at = t0;
-                    entry(n, &["x"])
-                })
-                .collect();
-            if rev {
-                v.reverse();
-            }
-            v
-        };
-        let (ea, eb) = (batch(false), batch(true));
-        let (sa, sb) = (a.clone(), b.clone());
-        let (ra, rb) = tokio::join!(
-            tokio::spawn(async move { sa.insert(ea).await }),
-            tokio::spawn(async move { sb.insert(eb).await })
-        );
-        let (ra, mut rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
-        rb.reverse();
-        for (x, y) in ra.iter().zip(&rb) {
+        let pairs = insert_racing(&a, &b, 20, |k| {
+            let mut n = deduped(&format!("r{round}-k{k}"), 300);
+            n.created_at = t0;
+            n
+        })
+        .await;
+        for (x, y) in &pairs {
             match (x.duplicate_of, y.duplicate_of) {
                 (None, Some(o)) => assert_eq!(o, x.notification_id),
                 (Some(o), None) => assert_eq!(o, y.notification_id),

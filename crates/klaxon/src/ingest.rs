@@ -107,14 +107,26 @@ impl Ingest {
     /// Commits planned entries (one transaction with whatever else is waiting) and wakes the
     /// engine.
     pub async fn commit(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>, StoreError> {
-        let sources: Vec<String> = entries
+        let sources: Vec<(String, bool)> = entries
             .iter()
-            .map(|e| e.notification.source.clone())
+            .map(|e| (e.notification.source.clone(), e.suppress.is_some()))
             .collect();
         let out = self.committer.submit(entries).await?;
         let events = &self.engine.events;
-        for (src, r) in sources.into_iter().zip(&out) {
+        for ((src, switched_off), r) in sources.into_iter().zip(&out) {
             if !r.duplicate {
+                // Why nothing was sent is worth a graph: a muted source or a noisy repeat.
+                let suppressed = if switched_off {
+                    Some("switched_off")
+                } else if r.duplicate_of.is_some() {
+                    Some("dedup")
+                } else {
+                    None
+                };
+                if let Some(reason) = suppressed {
+                    metrics::counter!("klaxon_notifications_suppressed_total", "source" => src.clone(), "reason" => reason)
+                        .increment(1);
+                }
                 metrics::counter!("klaxon_notifications_received_total", "source" => src)
                     .increment(1);
                 events.publish(crate::events::Event::Accepted(

@@ -53,6 +53,17 @@ fn check_config_names_key_and_line() {
     assert!(!text.contains("SECRET-VALUE"));
 }
 
+fn explain(config: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    klaxon()
+        .arg("route")
+        .arg("--config")
+        .arg(config)
+        .arg("--explain")
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn route_explain_says_rule_by_rule() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,13 +104,7 @@ default = ["fallback"]
             "data": {"strategy_name": "muted-1", "action": "BUY", "symbol": "MNQZ5", "price": 1}}"#,
     )
     .unwrap();
-    let out = klaxon()
-        .args(["route", "--config"])
-        .arg(&path)
-        .arg("--explain")
-        .arg(&event)
-        .output()
-        .unwrap();
+    let out = explain(&path, &event);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -121,13 +126,7 @@ default = ["fallback"]
 
     // A notification no rule matches goes to the default route.
     std::fs::write(&event, r#"{"message": "hello", "dedup_key": "k"}"#).unwrap();
-    let out = klaxon()
-        .args(["route", "--config"])
-        .arg(&path)
-        .arg("--explain")
-        .arg(&event)
-        .output()
-        .unwrap();
+    let out = explain(&path, &event);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for line in [
@@ -142,13 +141,7 @@ default = ["fallback"]
 
     // Bad input names the field.
     std::fs::write(&event, r#"{"message": "m", "severity": "loud"}"#).unwrap();
-    let out = klaxon()
-        .args(["route", "--config"])
-        .arg(&path)
-        .arg("--explain")
-        .arg(&event)
-        .output()
-        .unwrap();
+    let out = explain(&path, &event);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("severity"), "{err}");

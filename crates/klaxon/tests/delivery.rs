@@ -572,5 +572,23 @@ async fn switched_off_source_is_recorded_not_sent() {
         .map(|r| r.body["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(received, [live]);
+    // And it is counted, by source and reason.
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("klaxon_notifications_suppressed_total{")
+                && l.contains(r#"source="webhook_signals""#)
+                && l.contains(r#"reason="switched_off""#)
+                && l.ends_with(" 1")),
+        "{text}"
+    );
     s.stop().await;
 }
