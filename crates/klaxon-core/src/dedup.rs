@@ -82,9 +82,7 @@ mod tests {
 
     #[test]
     fn own_key_and_window_win() {
-        let mut n = Notification::new("m");
-        n.dedup_key = Some("k".into());
-        n.dedup_window_secs = Some(30);
+        let n = Notification::new("m").dedup_key("k").dedup_window(secs(30));
         let d = effective(&n, [secs(600)].into_iter()).unwrap();
         assert_eq!((d.key.as_str(), d.window), ("k", secs(30)));
     }
