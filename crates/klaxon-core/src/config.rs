@@ -17,7 +17,7 @@ use crate::channel_url::{self, ApiBases, Options, Provider};
 use crate::limit::{self, Rate};
 use crate::policy::{EventRule, Freshness, QuietHours, WhenMuted, WhenStale};
 use crate::retry::RetryPolicy;
-use crate::route::{GroupSpec, Route, RouteMatch};
+use crate::route::{GroupSpec, Pattern, Route, RouteMatch, Routing, SourceSwitch};
 use crate::secret::Secret;
 
 /// The resolved configuration the service runs on.
@@ -28,6 +28,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub channels: Vec<ChannelSpec>,
     pub routes: Vec<Route>,
+    /// `[routing] default`: the channels for a notification no rule matched.
+    pub default_route: Option<Vec<String>>,
+    /// `[sources.NAME]`: sources (or their strategies) switched off.
+    pub sources: Vec<SourceSwitch>,
     /// `POST /hooks/tradingview/{secret}`, when a secret is configured.
     pub tradingview: Option<TradingViewConfig>,
     /// Redis pub/sub ingestion, when `[redis] url` (or `KLAXON_REDIS_URL`) is set.
@@ -261,6 +265,8 @@ struct FileConfig {
     providers: ProvidersConfig,
     channels: BTreeMap<String, Spanned<ChannelConfig>>,
     routes: Vec<Spanned<RouteConfig>>,
+    routing: RoutingFile,
+    sources: BTreeMap<String, Spanned<SourceFile>>,
     tradingview: Option<TradingViewFile>,
     redis: Option<RedisFile>,
     events: BTreeMap<String, Spanned<EventFile>>,
@@ -367,6 +373,21 @@ mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         crate::duration::deserialize(d).map(Some)
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RoutingFile {
+    default: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    strategies: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -754,11 +775,11 @@ impl Config {
                     });
                 }
             }
-            if let Err(m) = r.matcher.validate() {
+            for (field, message) in r.matcher.validate() {
                 errors.push(ConfigError {
                     line: line(span.start),
-                    key: format!("routes[{i}].match"),
-                    message: m,
+                    key: format!("routes[{i}].match.{field}"),
+                    message,
                 });
             }
             let group = r.group().unwrap_or_else(|(key, message)| {
@@ -797,6 +818,21 @@ impl Config {
                 }),
             }
         }
+        if let Some(default) = &file.routing.default {
+            for to in default {
+                if !names.contains(&to.as_str()) {
+                    errors.push(ConfigError {
+                        line: None,
+                        key: "routing.default".into(),
+                        message: format!(
+                            "no channel named `{to}` (channels: {})",
+                            names.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        let sources = source_switches(&file.sources, &expanded, &mut errors);
 
         if errors.is_empty() {
             Ok(Config {
@@ -805,6 +841,8 @@ impl Config {
                 delivery: file.delivery,
                 channels,
                 routes,
+                default_route: file.routing.default,
+                sources,
                 tradingview,
                 redis,
                 events,
@@ -817,6 +855,54 @@ impl Config {
     pub fn channel(&self, name: &str) -> Option<&ChannelSpec> {
         self.channels.iter().find(|c| c.name == name)
     }
+
+    /// Everything routing decides on, for `ingest` and `klaxon route --explain` alike.
+    pub fn routing(&self) -> Routing {
+        Routing {
+            routes: self.routes.clone(),
+            default: self.default_route.clone(),
+            sources: self.sources.clone(),
+        }
+    }
+}
+
+/// `[sources.NAME]` tables → switches; a name or strategy that is an invalid `/regex/` is named.
+fn source_switches(
+    file: &BTreeMap<String, Spanned<SourceFile>>,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<SourceSwitch> {
+    let mut out = Vec::new();
+    for (name, cfg) in file {
+        let line = Some(line_of(text, cfg.span().start));
+        let cfg = cfg.get_ref();
+        let pattern = Pattern::new(name.as_str());
+        if let Some(e) = pattern.error() {
+            errors.push(ConfigError {
+                line,
+                key: format!("sources.{name}"),
+                message: format!("`{name}` is not a valid regex: {e}"),
+            });
+        }
+        let mut strategies = Vec::new();
+        for (s, on) in &cfg.strategies {
+            let p = Pattern::new(s.as_str());
+            if let Some(e) = p.error() {
+                errors.push(ConfigError {
+                    line,
+                    key: format!("sources.{name}.strategies.{s}"),
+                    message: format!("`{s}` is not a valid regex: {e}"),
+                });
+            }
+            strategies.push((p, *on));
+        }
+        out.push(SourceSwitch {
+            name: pattern,
+            enabled: cfg.enabled,
+            strategies,
+        });
+    }
+    out
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -1464,6 +1550,79 @@ silent = true
         let err = Config::load(Some(text), &env(&[])).unwrap_err();
         assert_eq!(err.0[0].key, "routes[0].to");
         assert!(err.0[0].message.contains("`b`"));
+    }
+
+    #[test]
+    fn routing_default_sources_and_regex() {
+        let text = r#"
+[channels.a]
+url = "log://"
+
+[channels.log]
+url = "log://"
+
+[[routes]]
+match = { symbol = "/^MNQ/", tags = "risk-*" }
+to = ["a"]
+
+[routing]
+default = ["log"]
+
+[sources.webhook_signals]
+enabled = false
+
+[sources.strategy_engine.strategies]
+"my-strat" = false
+"/^keep-/" = true
+"#;
+        let c = Config::load(Some(text), &env(&[])).unwrap();
+        assert_eq!(c.default_route.as_deref(), Some(&["log".to_string()][..]));
+        let routing = c.routing();
+        assert_eq!(routing.sources.len(), 2);
+        let n = crate::model::Notification::new("m")
+            .data("symbol", "MNQI")
+            .tag("risk-high");
+        assert_eq!(routing.decide(&n, &["a", "log"]).channels, ["a"]);
+        let off = crate::model::Notification::new("m")
+            .source("strategy_engine")
+            .data("strategy_name", "my-strat");
+        assert!(routing.decide(&off, &["a", "log"]).switched_off.is_some());
+
+        // Every mistake named by its exact key.
+        let text = r#"
+[channels.a]
+url = "log://"
+
+[[routes]]
+match = { symbol = "/^(MNQ/", event_type = "/[/i" }
+to = ["a"]
+
+[routing]
+default = ["nope"]
+
+[sources."/(/"]
+enabled = false
+
+[sources.x.strategies]
+"/)/" = false
+"#;
+        let err = Config::load(Some(text), &env(&[])).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "routes[0].match.event_type",
+                "routes[0].match.symbol",
+                "routing.default",
+                "sources./(/",
+                "sources.x.strategies./)/"
+            ]
+        );
+        assert!(err.0[1].message.contains("not a valid regex"));
+        assert_eq!(err.0[1].line, Some(5));
+        // A typo inside a source table is named too.
+        let err = Config::load(Some("[sources.x]\nenabeld = false\n"), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("enabeld"), "{err}");
     }
 
     #[test]

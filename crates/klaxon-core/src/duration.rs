@@ -36,6 +36,22 @@ fn from_secs(secs: f64) -> Option<Duration> {
     (secs.is_finite() && (0.0..=MAX_SECS).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
+/// The shortest form [`parse`] reads back: `5m`, `90s`, `1h`, `250ms`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -71,6 +87,17 @@ mod tests {
                 .contains("100 years")
         );
         assert!(parse("1.5.5s").is_err());
+        for (d, text) in [
+            (300, "5m"),
+            (90, "90s"),
+            (7200, "2h"),
+            (0, "0s"),
+            (86_400, "1d"),
+        ] {
+            assert_eq!(format(Duration::from_secs(d)), text);
+            assert_eq!(parse(text).unwrap(), Duration::from_secs(d));
+        }
+        assert_eq!(format(Duration::from_millis(1500)), "1500ms");
         let huge: Result<Duration, _> = deserialize(serde_json::json!(1e300));
         assert!(huge.is_err());
         let negative: Result<Duration, _> = deserialize(serde_json::json!(-1));

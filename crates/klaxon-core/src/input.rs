@@ -222,6 +222,19 @@ impl NotificationRequest {
     }
 }
 
+/// One JSON object that is either a notification (it has `message`) or an event envelope (§3),
+/// for tools that take both (`klaxon route --explain`).
+pub fn notification_or_envelope(
+    value: Value,
+    default_source: &str,
+) -> Result<Notification, InputError> {
+    if value.get("message").is_some() || value.get("event_type").is_none() {
+        from_json::<NotificationRequest>(value, "")?.into_notification(default_source, "")
+    } else {
+        from_json::<Envelope>(value, "")?.into_notification(default_source, "")
+    }
+}
+
 /// The event envelope of PRODUCT.md §3.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -324,6 +337,24 @@ mod tests {
         assert_eq!(n.priority, Priority::High);
         assert_eq!(n.dedup_window_secs, Some(300));
         assert_eq!(n.attachments.len(), 1);
+    }
+
+    #[test]
+    fn notification_or_envelope_by_shape() {
+        let n =
+            notification_or_envelope(json!({"message": "m", "event_type": "x"}), "api").unwrap();
+        assert_eq!(
+            (n.message.as_str(), n.event_type.as_deref()),
+            ("m", Some("x"))
+        );
+        let n = notification_or_envelope(
+            json!({"event_type": "risk.breach", "data": {"message": "dd"}}),
+            "api",
+        )
+        .unwrap();
+        assert_eq!(n.event_type.as_deref(), Some("risk.breach"));
+        let e = notification_or_envelope(json!({"title": "t"}), "api").unwrap_err();
+        assert_eq!(e.field, "message");
     }
 
     #[test]

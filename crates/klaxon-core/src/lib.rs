@@ -16,6 +16,7 @@
 pub mod breaker;
 pub mod channel_url;
 pub mod config;
+pub mod dedup;
 pub mod duration;
 pub mod event;
 pub mod hooks;

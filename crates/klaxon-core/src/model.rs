@@ -309,6 +309,20 @@ impl Notification {
         self.idempotency_key = Some(key.into());
         self
     }
+
+    /// Repeats of `key` inside the window (this one's, else its routes', else 5 minutes) are
+    /// stored `suppressed`.
+    pub fn dedup_key(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    /// Suppress repeats inside `window` (whole seconds); zero turns dedup off for this one,
+    /// whatever its routes say.
+    pub fn dedup_window(mut self, window: std::time::Duration) -> Self {
+        self.dedup_window_secs = Some(window.as_secs());
+        self
+    }
 }
 
 /// A fresh time-ordered id.

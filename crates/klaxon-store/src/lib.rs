@@ -44,6 +44,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct NewEntry {
     pub notification: Notification,
     pub deliveries: Vec<NewDelivery>,
+    /// Store every delivery `suppressed` with this reason instead of sending it (the source
+    /// or its strategy is switched off). Dedup needs no flag: the store decides it from the
+    /// notification's `dedup_key` and `dedup_window_secs`.
+    pub suppress: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +64,9 @@ pub struct Inserted {
     pub notification_id: Uuid,
     pub duplicate: bool,
     pub deliveries: Vec<DeliverySummary>,
+    /// A repeat of this notification's dedup key inside its window: stored, with every
+    /// delivery `suppressed`.
+    pub duplicate_of: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -155,6 +162,10 @@ pub struct ListFilter {
 pub struct NotificationRecord {
     pub notification: Notification,
     pub deliveries: Vec<DeliveryRecord>,
+    /// The original this one repeats (dedup); its deliveries are `suppressed`.
+    pub duplicate_of: Option<Uuid>,
+    /// How many repeats of this one were suppressed.
+    pub repeats: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -283,8 +294,10 @@ pub(crate) fn notification_from_body(body: &str) -> Result<Notification> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))
 }
 
-/// What inserting `e` produced, before the commit makes it true.
-pub(crate) fn summary(e: &NewEntry) -> Inserted {
+/// What inserting `e` produced, before the commit makes it true; `duplicate_of` as the dedup
+/// pass decided.
+pub(crate) fn summary(e: &NewEntry, duplicate_of: Option<Uuid>) -> Inserted {
+    let status = initial_status(e, duplicate_of).0;
     Inserted {
         notification_id: e.notification.id,
         duplicate: false,
@@ -295,15 +308,94 @@ pub(crate) fn summary(e: &NewEntry) -> Inserted {
                 id: d.id,
                 channel: d.channel.clone(),
                 target: d.target.clone(),
-                status: DeliveryStatus::Pending,
+                status,
             })
             .collect(),
+        duplicate_of,
     }
+}
+
+/// The status a new entry's deliveries start in, and why when they are not sent.
+pub(crate) fn initial_status(
+    e: &NewEntry,
+    duplicate_of: Option<Uuid>,
+) -> (DeliveryStatus, Option<String>) {
+    if let Some(reason) = &e.suppress {
+        return (DeliveryStatus::Suppressed, Some(reason.clone()));
+    }
+    match duplicate_of {
+        Some(original) => (
+            DeliveryStatus::Suppressed,
+            Some(format!("duplicate of notification {original} (dedup)")),
+        ),
+        None => (DeliveryStatus::Pending, None),
+    }
+}
+
+/// The dedup key of `n` and the span of creation times (Unix ms, `(from, to]`) an original
+/// must fall in, when `n` is deduplicated at all.
+pub(crate) fn dedup_span(n: &Notification) -> Option<(&str, i64, i64)> {
+    let key = n.dedup_key.as_deref()?;
+    let window = n.dedup_window_secs.filter(|w| *w > 0)?;
+    let to = ms(n.created_at);
+    let span = i64::try_from(window.saturating_mul(1000)).unwrap_or(i64::MAX);
+    Some((key, to.saturating_sub(span), to))
+}
+
+/// Dedup inside one insert: originals stored earlier in the same transaction count like ones
+/// already in the table, so a burst folded into one group commit is deduplicated too.
+#[derive(Default)]
+pub(crate) struct DedupPass<'a> {
+    originals: std::collections::HashMap<&'a str, Vec<(i64, Uuid)>>,
+}
+
+impl<'a> DedupPass<'a> {
+    /// Settles whether `n` repeats an original: `stored` is the newest one in the table inside
+    /// `n`'s span. Returns the original's id; else `n` becomes an original itself.
+    pub(crate) fn decide(
+        &mut self,
+        n: &'a Notification,
+        stored: Option<(i64, Uuid)>,
+    ) -> Option<Uuid> {
+        let (key, from, to) = dedup_span(n)?;
+        let in_batch = self
+            .originals
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(t, _)| *t > from && *t <= to)
+            .max()
+            .copied();
+        match stored.into_iter().chain(in_batch).max() {
+            Some((_, original)) => Some(original),
+            None => {
+                self.originals
+                    .entry(key)
+                    .or_default()
+                    .push((ms(n.created_at), n.id));
+                None
+            }
+        }
+    }
+}
+
+/// A stored notification's head, before its deliveries are attached.
+pub(crate) fn head(
+    body: &str,
+    duplicate_of: Option<Uuid>,
+    repeats: i64,
+) -> Result<NotificationRecord> {
+    Ok(NotificationRecord {
+        notification: notification_from_body(body)?,
+        deliveries: Vec::new(),
+        duplicate_of,
+        repeats: u64::try_from(repeats).unwrap_or(0),
+    })
 }
 
 /// A history page: each notification (newest first, as read) with its deliveries.
 pub(crate) fn records(
-    notifications: Vec<Notification>,
+    heads: Vec<NotificationRecord>,
     deliveries: Vec<Delivery>,
 ) -> Vec<NotificationRecord> {
     let mut by_notification: std::collections::HashMap<Uuid, Vec<DeliveryRecord>> =
@@ -317,11 +409,13 @@ pub(crate) fn records(
                 attempts: Vec::new(),
             });
     }
-    notifications
+    heads
         .into_iter()
-        .map(|n| NotificationRecord {
-            deliveries: by_notification.remove(&n.id).unwrap_or_default(),
-            notification: n,
+        .map(|h| NotificationRecord {
+            deliveries: by_notification
+                .remove(&h.notification.id)
+                .unwrap_or_default(),
+            ..h
         })
         .collect()
 }

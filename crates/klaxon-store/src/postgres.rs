@@ -22,11 +22,18 @@ use uuid::Uuid;
 use crate::*;
 
 /// Schema versions, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_dedup.sql")),
+];
 
 /// The advisory lock key migrations hold (any constant; "klaxon" in ASCII), so that replicas
 /// starting at once apply each migration exactly once: the second waits, then finds it done.
 const MIGRATION_LOCK: i64 = 0x6b6c_6178_6f6e;
+
+/// The class of the advisory locks dedup takes per key (`pg_advisory_xact_lock(class,
+/// hashtext(key))`): the two-key space never meets the migration lock's one-key space.
+const DEDUP_LOCK_CLASS: i32 = 0x6b6c_6464;
 
 /// The columns `delivery_from_row` reads; a macro so queries stay `&'static str`.
 macro_rules! pg_delivery_columns {
@@ -64,6 +71,23 @@ impl PgStore {
     }
 }
 
+/// How many repeats point at `n` (the index on `duplicate_of` answers it); a macro so queries
+/// stay `&'static str`.
+macro_rules! pg_repeats_column {
+    () => {
+        "(SELECT COUNT(*) FROM notifications r WHERE r.duplicate_of = n.id) AS repeats"
+    };
+}
+
+/// A notification's head from a row with `body`, `duplicate_of` and `repeats`.
+fn head_from_row(row: &PgRow) -> Result<NotificationRecord> {
+    head(
+        row.try_get("body")?,
+        row.try_get("duplicate_of")?,
+        row.try_get("repeats")?,
+    )
+}
+
 fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
     Ok(Delivery {
         id: row.try_get("id")?,
@@ -87,11 +111,12 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
 
 /// The notification stored under `key` (committed, possibly by another replica), as a duplicate.
 async fn existing(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<Option<Inserted>> {
-    let Some(nid) =
-        sqlx::query_scalar::<_, Uuid>("SELECT id FROM notifications WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?
+    let Some((nid, duplicate_of)) = sqlx::query_as::<_, (Uuid, Option<Uuid>)>(
+        "SELECT id, duplicate_of FROM notifications WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?
     else {
         return Ok(None);
     };
@@ -116,7 +141,28 @@ async fn existing(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<
         notification_id: nid,
         duplicate: true,
         deliveries,
+        duplicate_of,
     }))
+}
+
+/// The newest original (not itself a repeat) with `key` created in `(from, to]`, committed by
+/// anyone: the caller holds the key's advisory lock, so no other original can be in flight.
+async fn find_original(
+    tx: &mut Transaction<'static, Postgres>,
+    key: &str,
+    from: i64,
+    to: i64,
+) -> Result<Option<(i64, Uuid)>> {
+    Ok(sqlx::query_as::<_, (i64, Uuid)>(
+        "SELECT created_at, id FROM notifications \
+         WHERE dedup_key = $1 AND duplicate_of IS NULL AND created_at > $2 AND created_at <= $3 \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(key)
+    .bind(from)
+    .bind(to)
+    .fetch_optional(&mut **tx)
+    .await?)
 }
 
 /// Hands a delivery's notification to its fallback channel: new rows that point back at the one
@@ -218,6 +264,36 @@ impl Store for PgStore {
             }
         }
 
+        // Dedup: two replicas must not both take a repeat for an original. Each key's
+        // advisory lock is held to the commit, so the second waits, then sees the first's
+        // original. Locks go in key order, so two batches never wait on each other in a cycle.
+        let mut keys: Vec<&str> = candidates
+            .iter()
+            .filter_map(|&i| dedup_span(&entries[i].notification).map(|(k, _, _)| k))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(DEDUP_LOCK_CLASS)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut duplicate_of: Vec<Option<Uuid>> = vec![None; entries.len()];
+        let mut pass = DedupPass::default();
+        for &i in &candidates {
+            let n = &entries[i].notification;
+            let Some((key, from, to)) = dedup_span(n) else {
+                continue;
+            };
+            let stored = find_original(&mut tx, key, from, to).await?;
+            // An original whose idempotency key turns out taken below is not stored; a repeat
+            // of it in this same batch would then point at nothing. That needs a racing
+            // replica with the same idempotency key inside one batch: rare enough to accept.
+            duplicate_of[i] = pass.decide(n, stored);
+        }
+
         // All notifications in one statement; a key already stored (by anyone, committed
         // before or racing with this transaction) makes its row a no-op, not an error.
         // Rows go in key order: two replicas inserting overlapping keys then wait on each other
@@ -241,6 +317,8 @@ impl Store for PgStore {
             Vec<Option<String>>,
             Vec<String>,
         ) = Default::default();
+        // Beside the tuple: std implements Default for tuples of at most 12.
+        let mut duplicate_col: Vec<Option<Uuid>> = Vec::with_capacity(order.len());
         for &i in &order {
             let n = &entries[i].notification;
             cols.0.push(n.id);
@@ -253,16 +331,18 @@ impl Store for PgStore {
             cols.7.push(n.title.clone());
             cols.8.push(n.message.clone());
             cols.9.push(n.idempotency_key.clone());
-            cols.10.push(n.dedup_key.clone());
+            // Only a notification deduplicated at all can be an original.
+            cols.10.push(dedup_span(n).map(|(k, _, _)| k.to_string()));
             cols.11
                 .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            duplicate_col.push(duplicate_of[i]);
         }
         let inserted: std::collections::HashSet<Uuid> = if candidates.is_empty() {
             Default::default()
         } else {
             sqlx::query_scalar(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body, duplicate_of) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[]) \
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
                  RETURNING id",
             )
@@ -278,6 +358,7 @@ impl Store for PgStore {
             .bind(cols.9)
             .bind(cols.10)
             .bind(cols.11)
+            .bind(duplicate_col)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -290,7 +371,7 @@ impl Store for PgStore {
             let e = &entries[i];
             if inserted.contains(&e.notification.id) {
                 fresh.push(i);
-                out[i] = Some(summary(e));
+                out[i] = Some(summary(e, duplicate_of[i]));
             } else {
                 let key = e.notification.idempotency_key.as_deref().ok_or_else(|| {
                     StoreError::Corrupt(format!(
@@ -314,10 +395,15 @@ impl Store for PgStore {
             Vec<i64>,
             Vec<i64>,
             Vec<Option<i64>>,
+            Vec<&'static str>,
+            Vec<Option<String>>,
         ) = Default::default();
         for &i in &fresh {
             let n = &entries[i].notification;
+            let (status, why) = initial_status(&entries[i], duplicate_of[i]);
             for nd in &entries[i].deliveries {
+                d.7.push(status.as_str());
+                d.8.push(why.clone());
                 d.0.push(nd.id);
                 d.1.push(n.id);
                 d.2.push(nd.channel.clone());
@@ -329,10 +415,10 @@ impl Store for PgStore {
         }
         if !d.0.is_empty() {
             sqlx::query(
-                "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) \
-                 SELECT u.id, u.nid, u.channel, u.target, 'pending', u.priority, 0, u.not_before, u.expires_at, $8, $8 \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
-                   AS u(id, nid, channel, target, priority, not_before, expires_at)",
+                "INSERT INTO deliveries (id, notification_id, channel, target, status, last_error, priority, attempts, not_before, expires_at, created_at, updated_at) \
+                 SELECT u.id, u.nid, u.channel, u.target, u.status, u.last_error, u.priority, 0, u.not_before, u.expires_at, $8, $8 \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $9::text[], $10::text[]) \
+                   AS u(id, nid, channel, target, priority, not_before, expires_at, status, last_error)",
             )
             .bind(d.0)
             .bind(d.1)
@@ -342,6 +428,8 @@ impl Store for PgStore {
             .bind(d.5)
             .bind(d.6)
             .bind(now)
+            .bind(d.7)
+            .bind(d.8)
             .execute(&mut *tx)
             .await?;
         }
@@ -357,7 +445,7 @@ impl Store for PgStore {
         }
         out.into_iter()
             .zip(&entries)
-            .map(|(o, e)| o.unwrap_or_else(|| summary(e)))
+            .map(|(o, e)| o.unwrap_or_else(|| summary(e, None)))
             .map(Ok)
             .collect()
     }
@@ -643,15 +731,18 @@ impl Store for PgStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {
-        let Some(body) =
-            sqlx::query_scalar::<_, String>("SELECT body FROM notifications WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
+        let Some(row) = sqlx::query(concat!(
+            "SELECT n.body, n.duplicate_of, ",
+            pg_repeats_column!(),
+            " FROM notifications n WHERE n.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
-        let notification = notification_from_body(&body)?;
+        let head = head_from_row(&row)?;
         let drows = sqlx::query(concat!(
             "SELECT ",
             pg_delivery_columns!(),
@@ -697,10 +788,7 @@ impl Store for PgStore {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Some(NotificationRecord {
-            notification,
-            deliveries,
-        }))
+        Ok(Some(NotificationRecord { deliveries, ..head }))
     }
 
     async fn list(&self, f: ListFilter) -> Result<Vec<NotificationRecord>> {
@@ -708,7 +796,9 @@ impl Store for PgStore {
         // notifications; without one, notifications are walked by id. Newest first either way.
         let sql = if f.status.is_some() {
             concat!(
-                "SELECT n.id, n.body FROM notifications n \
+                "SELECT n.id, n.body, n.duplicate_of, ",
+                pg_repeats_column!(),
+                " FROM notifications n \
                  WHERE n.id IN (SELECT d.notification_id FROM deliveries d \
                      WHERE d.status = $5 AND ($6::text IS NULL OR d.channel = $6) \
                        AND ($1::uuid IS NULL OR d.notification_id < $1)) \
@@ -723,7 +813,9 @@ impl Store for PgStore {
             )
         } else {
             concat!(
-                "SELECT n.id, n.body FROM notifications n \
+                "SELECT n.id, n.body, n.duplicate_of, ",
+                pg_repeats_column!(),
+                " FROM notifications n \
                  WHERE ($1::uuid IS NULL OR n.id < $1) AND ($2::text IS NULL OR n.severity = $2) \
                    AND ($3::int8 IS NULL OR n.created_at >= $3) AND ($4::int8 IS NULL OR n.created_at < $4) \
                    AND ($5::text IS NULL OR TRUE) /* status: unused here, bound for both shapes */ \
@@ -774,11 +866,8 @@ impl Store for PgStore {
             .iter()
             .map(delivery_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let notifications = rows
-            .iter()
-            .map(|r| notification_from_body(r.try_get("body")?))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(crate::records(notifications, deliveries))
+        let heads = rows.iter().map(head_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(crate::records(heads, deliveries))
     }
 
     async fn depth(&self) -> Result<Vec<DepthRow>> {

@@ -23,6 +23,7 @@ use crate::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_fallback.sql")),
+    (3, include_str!("../migrations/sqlite/0003_dedup.sql")),
 ];
 
 pub struct SqliteStore {
@@ -63,6 +64,23 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { writer, reader })
     }
+}
+
+/// How many repeats point at `n` (the notifications index on `duplicate_of` answers it); a
+/// macro so queries stay `&'static str`.
+macro_rules! repeats_column {
+    () => {
+        "(SELECT COUNT(*) FROM notifications r WHERE r.duplicate_of = n.id) AS repeats"
+    };
+}
+
+/// A notification's head from a row with `body`, `duplicate_of` and `repeats`.
+fn head_from_row(row: &SqliteRow) -> Result<NotificationRecord> {
+    let duplicate_of = row
+        .try_get::<Option<&str>, _>("duplicate_of")?
+        .map(parse_id)
+        .transpose()?;
+    head(row.try_get("body")?, duplicate_of, row.try_get("repeats")?)
 }
 
 fn id_str(id: Uuid) -> String {
@@ -117,14 +135,19 @@ fn multi_row(prefix: &str, columns: usize, rows: usize) -> String {
 }
 
 async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Option<Inserted>> {
-    let Some(row) = sqlx::query("SELECT id FROM notifications WHERE idempotency_key = ?")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT id, duplicate_of FROM notifications WHERE idempotency_key = ?")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?
     else {
         return Ok(None);
     };
     let nid: String = row.try_get("id")?;
+    let duplicate_of = row
+        .try_get::<Option<&str>, _>("duplicate_of")?
+        .map(parse_id)
+        .transpose()?;
     let rows = sqlx::query(
         "SELECT id, channel, target, status FROM deliveries WHERE notification_id = ? ORDER BY id",
     )
@@ -146,7 +169,29 @@ async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Op
         notification_id: parse_id(&nid)?,
         duplicate: true,
         deliveries,
+        duplicate_of,
     }))
+}
+
+/// The newest original (not itself a repeat) with `key` created in `(from, to]`.
+async fn find_original(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    from: i64,
+    to: i64,
+) -> Result<Option<(i64, Uuid)>> {
+    let row = sqlx::query(
+        "SELECT id, created_at FROM notifications \
+         WHERE dedup_key = ?1 AND duplicate_of IS NULL AND created_at > ?2 AND created_at <= ?3 \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(key)
+    .bind(from)
+    .bind(to)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|r| Ok((r.try_get("created_at")?, parse_id(r.try_get("id")?)?)))
+        .transpose()
 }
 
 /// Hands a delivery's notification to its fallback channel: new rows that point back at the one
@@ -226,6 +271,7 @@ impl Store for SqliteStore {
         let mut out: Vec<Option<Inserted>> = Vec::with_capacity(entries.len());
         let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
         let mut fresh: Vec<usize> = Vec::with_capacity(entries.len());
+        let mut repeat_in_batch: Vec<(usize, usize)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             let Some(key) = e.notification.idempotency_key.as_deref() else {
                 fresh.push(i);
@@ -233,10 +279,9 @@ impl Store for SqliteStore {
                 continue;
             };
             if let Some(&j) = first_in_batch.get(key) {
-                out.push(Some(Inserted {
-                    duplicate: true,
-                    ..summary(&entries[j])
-                }));
+                // Answered once the batch's first is settled (dedup may suppress it).
+                repeat_in_batch.push((i, j));
+                out.push(None);
             } else if let Some(first) = existing(&mut tx, key).await? {
                 out.push(Some(first));
             } else {
@@ -245,11 +290,23 @@ impl Store for SqliteStore {
                 out.push(None);
             }
         }
-        // Pass 2: multi-row inserts; a statement per row would cost a round trip each.
+        // Pass 2: dedup, in order. The single writer connection serialises inserts, so the
+        // lookup and the insert below cannot race another one.
+        let mut duplicate_of: Vec<Option<Uuid>> = vec![None; entries.len()];
+        let mut pass = DedupPass::default();
+        for &i in &fresh {
+            let n = &entries[i].notification;
+            let Some((key, from, to)) = dedup_span(n) else {
+                continue;
+            };
+            let stored = find_original(&mut tx, key, from, to).await?;
+            duplicate_of[i] = pass.decide(n, stored);
+        }
+        // Pass 3: multi-row inserts; a statement per row would cost a round trip each.
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) VALUES ",
-                12,
+                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, duplicate_of, body) VALUES ",
+                13,
                 chunk.len(),
             )));
             for &i in chunk {
@@ -267,31 +324,37 @@ impl Store for SqliteStore {
                     .bind(n.title.clone())
                     .bind(n.message.clone())
                     .bind(n.idempotency_key.clone())
-                    .bind(n.dedup_key.clone())
+                    // Only a notification deduplicated at all can be an original.
+                    .bind(dedup_span(n).map(|(k, _, _)| k.to_string()))
+                    .bind(duplicate_of[i].map(id_str))
                     .bind(body);
             }
             q.execute(&mut *tx).await?;
         }
-        let rows: Vec<(&Notification, &NewDelivery)> = fresh
+        let rows: Vec<(&Notification, &NewDelivery, DeliveryStatus, Option<String>)> = fresh
             .iter()
             .flat_map(|&i| {
                 let e = &entries[i];
-                e.deliveries.iter().map(move |d| (&e.notification, d))
+                let (status, why) = initial_status(e, duplicate_of[i]);
+                e.deliveries
+                    .iter()
+                    .map(move |d| (&e.notification, d, status, why.clone()))
             })
             .collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) VALUES ",
-                11,
+                "INSERT INTO deliveries (id, notification_id, channel, target, status, last_error, priority, attempts, not_before, expires_at, created_at, updated_at) VALUES ",
+                12,
                 chunk.len(),
             )));
-            for (n, d) in chunk {
+            for (n, d, status, why) in chunk {
                 q = q
                     .bind(id_str(d.id))
                     .bind(id_str(n.id))
                     .bind(d.channel.clone())
                     .bind(d.target.clone())
-                    .bind(DeliveryStatus::Pending.as_str())
+                    .bind(status.as_str())
+                    .bind(why.clone())
                     .bind(n.priority.rank())
                     .bind(0i64)
                     .bind(n.send_at.map(ms).unwrap_or(now))
@@ -302,11 +365,19 @@ impl Store for SqliteStore {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(out
+        let mut out: Vec<Inserted> = out
             .into_iter()
             .zip(&entries)
-            .map(|(o, e)| o.unwrap_or_else(|| summary(e)))
-            .collect())
+            .zip(duplicate_of)
+            .map(|((o, e), dup)| o.unwrap_or_else(|| summary(e, dup)))
+            .collect();
+        for (i, j) in repeat_in_batch {
+            out[i] = Inserted {
+                duplicate: true,
+                ..out[j].clone()
+            };
+        }
+        Ok(out)
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -613,14 +684,18 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {
-        let Some(row) = sqlx::query("SELECT body FROM notifications WHERE id = ?")
-            .bind(id_str(id))
-            .fetch_optional(&self.reader)
-            .await?
+        let Some(row) = sqlx::query(concat!(
+            "SELECT n.body, n.duplicate_of, ",
+            repeats_column!(),
+            " FROM notifications n WHERE n.id = ?"
+        ))
+        .bind(id_str(id))
+        .fetch_optional(&self.reader)
+        .await?
         else {
             return Ok(None);
         };
-        let notification = notification_from_body(row.try_get("body")?)?;
+        let head = head_from_row(&row)?;
         let drows = sqlx::query(concat!(
             "SELECT ",
             delivery_columns!(),
@@ -665,10 +740,7 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Some(NotificationRecord {
-            notification,
-            deliveries,
-        }))
+        Ok(Some(NotificationRecord { deliveries, ..head }))
     }
 
     async fn list(&self, f: ListFilter) -> Result<Vec<NotificationRecord>> {
@@ -676,15 +748,22 @@ impl Store for SqliteStore {
         // first, so a rare status (dead letters) and a common one both stop after a page;
         // without one, notifications are walked by id.
         let sql = if f.status.is_some() {
-            "SELECT n.id, n.body FROM deliveries d JOIN notifications n ON n.id = d.notification_id \
+            concat!(
+                "SELECT n.id, n.body, n.duplicate_of, ",
+                repeats_column!(),
+                " FROM deliveries d JOIN notifications n ON n.id = d.notification_id \
              WHERE d.status = ?5 AND (?6 IS NULL OR d.channel = ?6) \
                AND (?1 IS NULL OR d.notification_id < ?1) AND (?2 IS NULL OR n.severity = ?2) \
                AND (?3 IS NULL OR n.created_at >= ?3) AND (?4 IS NULL OR n.created_at < ?4) \
                AND (?8 IS NULL OR instr(lower(n.message), ?8) > 0 \
                     OR instr(lower(coalesce(n.title, '')), ?8) > 0) \
              GROUP BY d.notification_id ORDER BY d.notification_id DESC LIMIT ?7"
+            )
         } else {
-            "SELECT n.id, n.body FROM notifications n \
+            concat!(
+                "SELECT n.id, n.body, n.duplicate_of, ",
+                repeats_column!(),
+                " FROM notifications n \
              WHERE (?1 IS NULL OR n.id < ?1) AND (?2 IS NULL OR n.severity = ?2) \
                AND (?3 IS NULL OR n.created_at >= ?3) AND (?4 IS NULL OR n.created_at < ?4) \
                AND (?6 IS NULL OR EXISTS (SELECT 1 FROM deliveries d \
@@ -692,6 +771,7 @@ impl Store for SqliteStore {
                AND (?8 IS NULL OR instr(lower(n.message), ?8) > 0 \
                     OR instr(lower(coalesce(n.title, '')), ?8) > 0) \
              ORDER BY n.id DESC LIMIT ?7"
+            )
         };
         let rows = sqlx::query(sql)
             .bind(f.cursor.map(id_str))
@@ -730,11 +810,8 @@ impl Store for SqliteStore {
             .iter()
             .map(delivery_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let notifications = rows
-            .iter()
-            .map(|r| notification_from_body(r.try_get("body")?))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(crate::records(notifications, deliveries))
+        let heads = rows.iter().map(head_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(crate::records(heads, deliveries))
     }
 
     async fn depth(&self) -> Result<Vec<DepthRow>> {

@@ -37,6 +37,7 @@ fn entry(n: Notification, channels: &[&str]) -> NewEntry {
             })
             .collect(),
         notification: n,
+        suppress: None,
     }
 }
 
@@ -163,11 +164,14 @@ async fn postgres_racing_migrations_apply_once() {
     rb.unwrap().unwrap();
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM klaxon_migrations")
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(versions, vec![1]);
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM klaxon_migrations ORDER BY version")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    // Every migration exactly once, whatever their number (0002_dedup and later).
+    assert!(versions.len() >= 2, "{versions:?}");
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
     c.close().await.ok();
 }
 
@@ -206,6 +210,26 @@ async fn postgres_replicas_claim_disjoint_sets() {
     assert_eq!(all.len(), 300);
 }
 
+/// Stores `a` and `b` insert `count` notifications made by `make(k)` at once, `b` in reverse
+/// order; the answers paired per `k`.
+async fn insert_racing(
+    a: &Arc<dyn Store>,
+    b: &Arc<dyn Store>,
+    count: usize,
+    make: impl Fn(usize) -> Notification,
+) -> Vec<(klaxon_store::Inserted, klaxon_store::Inserted)> {
+    let ea: Vec<NewEntry> = (0..count).map(|k| entry(make(k), &["x"])).collect();
+    let eb: Vec<NewEntry> = (0..count).rev().map(|k| entry(make(k), &["x"])).collect();
+    let (sa, sb) = (a.clone(), b.clone());
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(async move { sa.insert(ea).await }),
+        tokio::spawn(async move { sb.insert(eb).await })
+    );
+    let (ra, mut rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+    rb.reverse();
+    ra.into_iter().zip(rb).collect()
+}
+
 /// Two replicas inserting the same idempotency keys at once (in opposite orders): each key is
 /// stored once, both answers name that one notification, and neither insert fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,29 +240,11 @@ async fn postgres_replicas_share_idempotency_keys() {
     let a = db.store().await;
     let b = klaxon_store::open(&db.url).await.unwrap();
     for round in 0..5 {
-        let batch = |rev: bool| {
-            let mut v: Vec<NewEntry> = (0..40)
-                .map(|k| {
-                    entry(
-                        Notification::new("race").idempotency_key(format!("r{round}-k{k}")),
-                        &["x"],
-                    )
-                })
-                .collect();
-            if rev {
-                v.reverse();
-            }
-            v
-        };
-        let (ea, eb) = (batch(false), batch(true));
-        let (sa, sb) = (a.clone(), b.clone());
-        let (ra, rb) = tokio::join!(
-            tokio::spawn(async move { sa.insert(ea).await }),
-            tokio::spawn(async move { sb.insert(eb).await })
-        );
-        let (ra, mut rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
-        rb.reverse();
-        for (x, y) in ra.iter().zip(&rb) {
+        let pairs = insert_racing(&a, &b, 40, |k| {
+            Notification::new("race").idempotency_key(format!("r{round}-k{k}"))
+        })
+        .await;
+        for (x, y) in &pairs {
             assert_eq!(x.notification_id, y.notification_id);
             assert_eq!(x.deliveries, y.deliveries);
             assert!(
@@ -255,6 +261,42 @@ async fn postgres_replicas_share_idempotency_keys() {
         .await
         .unwrap();
     assert_eq!(stored.len(), 200);
+}
+
+/// Two replicas inserting repeats of the same dedup keys at once (in opposite orders): per key
+/// exactly one original is accepted, every other notification points at it, and neither insert
+/// fails or deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_share_dedup_keys() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.store().await;
+    let b = klaxon_store::open(&db.url).await.unwrap();
+    let t0 = Utc::now();
+    for round in 0..5 {
+        let pairs = insert_racing(&a, &b, 20, |k| {
+            let mut n = deduped(&format!("r{round}-k{k}"), 300);
+            n.created_at = t0;
+            n
+        })
+        .await;
+        for (x, y) in &pairs {
+            match (x.duplicate_of, y.duplicate_of) {
+                (None, Some(o)) => assert_eq!(o, x.notification_id),
+                (Some(o), None) => assert_eq!(o, y.notification_id),
+                other => panic!("exactly one original per key, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A notification deduplicated on `key` within `window_secs`.
+fn deduped(key: &str, window_secs: u64) -> Notification {
+    let mut n = Notification::new("dup");
+    n.dedup_key = Some(key.into());
+    n.dedup_window_secs = Some(window_secs);
+    n
 }
 
 macro_rules! suite {
@@ -301,6 +343,10 @@ suite!(
     lost_lease_does_not_fall_back,
     requeue_gives_dead_letters_a_fresh_budget,
     finish_ends_claimed_deliveries_with_a_reason,
+    dedup_repeats_inside_the_window_are_suppressed,
+    dedup_inside_one_batch,
+    dedup_needs_a_window_and_the_same_key,
+    switched_off_entries_are_stored_suppressed,
 );
 
 async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
@@ -955,4 +1001,185 @@ async fn requeue_gives_dead_letters_a_fresh_budget(store: Arc<dyn Store>) {
     let rec = store.get(idb).await.unwrap().unwrap();
     assert_eq!(rec.deliveries[0].delivery.status, DeliveryStatus::Pending);
     assert_eq!(store.claim(claim_req(5)).await.unwrap().len(), 2);
+}
+
+/// Times are explicit `created_at`s: the window is measured between notifications, not against
+/// the clock, so nothing here sleeps.
+async fn dedup_repeats_inside_the_window_are_suppressed(store: Arc<dyn Store>) {
+    let t0 = Utc::now() - TimeDelta::hours(1);
+    let at = |secs: i64| {
+        let mut n = deduped("k", 60);
+        n.created_at = t0 + TimeDelta::seconds(secs);
+        n
+    };
+    let first = at(0);
+    let first_id = first.id;
+    let r = store.insert(vec![entry(first, &["a"])]).await.unwrap();
+    assert_eq!(r[0].duplicate_of, None);
+    assert_eq!(r[0].deliveries[0].status, DeliveryStatus::Pending);
+
+    let mut repeats = Vec::new();
+    for secs in [10, 59] {
+        let n = at(secs);
+        repeats.push(n.id);
+        let r = store.insert(vec![entry(n, &["a", "b"])]).await.unwrap();
+        assert!(
+            !r[0].duplicate,
+            "a repeat is stored, unlike an idempotent retry"
+        );
+        assert_eq!(r[0].duplicate_of, Some(first_id));
+        assert!(
+            r[0].deliveries
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Suppressed)
+        );
+    }
+    let rec = store.get(repeats[0]).await.unwrap().unwrap();
+    assert_eq!(rec.duplicate_of, Some(first_id));
+    assert_eq!(rec.deliveries.len(), 2);
+    for d in &rec.deliveries {
+        assert_eq!(d.delivery.status, DeliveryStatus::Suppressed);
+        assert!(
+            d.delivery
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(&first_id.to_string())),
+            "{:?}",
+            d.delivery.last_error
+        );
+    }
+    assert_eq!(store.get(first_id).await.unwrap().unwrap().repeats, 2);
+
+    // Past the window (measured from the original, not the last repeat) a new original.
+    let later = at(61);
+    let later_id = later.id;
+    let r = store.insert(vec![entry(later, &["a"])]).await.unwrap();
+    assert_eq!(r[0].duplicate_of, None);
+    // Repeats now point at the newest original inside their window.
+    let r = store.insert(vec![entry(at(70), &["a"])]).await.unwrap();
+    assert_eq!(r[0].duplicate_of, Some(later_id));
+    assert_eq!(store.get(later_id).await.unwrap().unwrap().repeats, 1);
+    assert_eq!(store.get(first_id).await.unwrap().unwrap().repeats, 2);
+
+    // Only the originals' deliveries are ever claimed.
+    let claimed = store.claim(claim_req(50)).await.unwrap();
+    let mut ids: Vec<_> = claimed.iter().map(|c| c.notification.id).collect();
+    ids.sort();
+    let mut want = vec![first_id, later_id];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // The history shows the pointer and the count.
+    let page = store
+        .list(ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 5);
+    let of = |id| page.iter().find(|r| r.notification.id == id).unwrap();
+    assert_eq!((of(first_id).repeats, of(first_id).duplicate_of), (2, None));
+    assert_eq!(of(repeats[1]).duplicate_of, Some(first_id));
+    let suppressed = store
+        .list(ListFilter {
+            limit: 10,
+            status: Some(DeliveryStatus::Suppressed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(suppressed.len(), 3);
+    assert!(suppressed.iter().all(|r| r.duplicate_of.is_some()));
+}
+
+/// A burst folded into one group commit is deduplicated like one spread over many.
+async fn dedup_inside_one_batch(store: Arc<dyn Store>) {
+    let t0 = Utc::now();
+    let batch: Vec<NewEntry> = (0..4)
+        .map(|i| {
+            let mut n = deduped("burst", 300);
+            n.created_at = t0 + TimeDelta::milliseconds(i);
+            entry(n, &["a"])
+        })
+        .collect();
+    let first_id = batch[0].notification.id;
+    let r = store.insert(batch).await.unwrap();
+    assert_eq!(r[0].duplicate_of, None);
+    assert!(r[1..].iter().all(|x| x.duplicate_of == Some(first_id)));
+    assert_eq!(store.get(first_id).await.unwrap().unwrap().repeats, 3);
+    // An idempotent retry of a repeat answers with that repeat, pointer included.
+    let mut n = deduped("burst2", 300);
+    n.idempotency_key = Some("once".into());
+    let mut again = n.clone();
+    again.id = new_id();
+    let orig = deduped("burst2", 300);
+    let orig_id = orig.id;
+    let r = store
+        .insert(vec![
+            entry(orig, &["a"]),
+            entry(n, &["a"]),
+            entry(again, &["a"]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r[1].duplicate_of, Some(orig_id));
+    assert!(r[2].duplicate);
+    assert_eq!(r[2].duplicate_of, Some(orig_id));
+    assert_eq!(r[2].deliveries[0].status, DeliveryStatus::Suppressed);
+}
+
+async fn dedup_needs_a_window_and_the_same_key(store: Arc<dyn Store>) {
+    let t0 = Utc::now();
+    let mut no_window = Notification::new("m");
+    no_window.dedup_key = Some("k".into());
+    let mut zero = deduped("k", 0);
+    zero.created_at = t0;
+    let other_key = deduped("other", 300);
+    let first = deduped("k", 300);
+    let first_id = first.id;
+    let r = store
+        .insert(vec![
+            entry(first, &["a"]),
+            entry(no_window, &["a"]),
+            entry(zero, &["a"]),
+            entry(other_key, &["a"]),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        r.iter().all(|x| x.duplicate_of.is_none()),
+        "no window, a zero window, another key: none is a repeat"
+    );
+    // Those were not originals either: a repeat still points at the first.
+    let r = store
+        .insert(vec![entry(deduped("k", 300), &["a"])])
+        .await
+        .unwrap();
+    assert_eq!(r[0].duplicate_of, Some(first_id));
+    // A repeat with a longer window than the original's still finds it.
+    let mut late = deduped("other", 3600);
+    late.created_at = Utc::now() + TimeDelta::minutes(30);
+    let r = store.insert(vec![entry(late, &["a"])]).await.unwrap();
+    assert!(r[0].duplicate_of.is_some());
+}
+
+async fn switched_off_entries_are_stored_suppressed(store: Arc<dyn Store>) {
+    let n = Notification::new("muted");
+    let id = n.id;
+    let mut e = entry(n, &["a", "b"]);
+    e.suppress = Some("source `x` is switched off".into());
+    let r = store.insert(vec![e]).await.unwrap();
+    assert_eq!(r[0].duplicate_of, None);
+    assert!(
+        r[0].deliveries
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Suppressed)
+    );
+    let rec = store.get(id).await.unwrap().unwrap();
+    assert!(rec.deliveries.iter().all(|d| {
+        d.delivery.status == DeliveryStatus::Suppressed
+            && d.delivery.last_error.as_deref() == Some("source `x` is switched off")
+    }));
+    assert!(store.claim(claim_req(10)).await.unwrap().is_empty());
 }

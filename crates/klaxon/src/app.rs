@@ -77,7 +77,7 @@ impl Service {
         let committer = GroupCommitter::start(store.clone(), config.store.group_commit_max);
         let ingest = Ingest::new(
             registry.clone(),
-            config.routes.clone(),
+            config.routing(),
             committer,
             engine.engine.clone(),
         );

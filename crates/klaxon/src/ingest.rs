@@ -1,12 +1,16 @@
 //! Ingest: validated notifications become stored entries. Routing picks channels, each channel
 //! target gets a delivery, the group committer makes it durable, and only then the caller hears
 //! "accepted" and the engine is woken.
+//!
+//! Planning also fixes the notification's effective dedup key and window (the store decides,
+//! inside the insert transaction, whether it repeats an original) and whether a source switch
+//! keeps it from being sent: then every delivery is stored `suppressed` with the reason.
 
 use std::sync::Arc;
 
 use klaxon_core::input::InputError;
 use klaxon_core::model::{Notification, new_id};
-use klaxon_core::route::{Route, RouteReason, resolve};
+use klaxon_core::route::{RouteReason, Routing};
 use klaxon_store::group::GroupCommitter;
 use klaxon_store::{Inserted, NewDelivery, NewEntry, StoreError};
 
@@ -24,7 +28,7 @@ pub enum IngestError {
 #[derive(Clone)]
 pub struct Ingest {
     registry: Arc<Registry>,
-    routes: Arc<Vec<Route>>,
+    routing: Arc<Routing>,
     committer: GroupCommitter,
     engine: Arc<Engine>,
 }
@@ -32,13 +36,13 @@ pub struct Ingest {
 impl Ingest {
     pub fn new(
         registry: Arc<Registry>,
-        routes: Vec<Route>,
+        routing: Routing,
         committer: GroupCommitter,
         engine: Arc<Engine>,
     ) -> Self {
         Ingest {
             registry,
-            routes: Arc::new(routes),
+            routing: Arc::new(routing),
             committer,
             engine,
         }
@@ -46,16 +50,17 @@ impl Ingest {
 
     /// Routes one notification into an entry. `field` names it in errors (`channels`,
     /// `[3].channels`).
-    pub fn plan(&self, n: Notification, prefix: &str) -> Result<NewEntry, InputError> {
+    pub fn plan(&self, mut n: Notification, prefix: &str) -> Result<NewEntry, InputError> {
         let names = self.registry.names();
-        let (chosen, why) = resolve(&self.routes, &n, &names);
+        let decision = self.routing.decide(&n, &names);
+        let (chosen, why) = (&decision.channels, &decision.reason);
         let field = if prefix.is_empty() {
             "channels".to_string()
         } else {
             format!("{prefix}.channels")
         };
         let mut deliveries = Vec::new();
-        for name in &chosen {
+        for name in chosen {
             let Some(rt) = self.registry.get(name) else {
                 return Err(InputError::new(
                     field,
@@ -75,6 +80,9 @@ impl Ingest {
             }
         }
         match why {
+            _ if decision.switched_off.is_some() => {
+                tracing::info!(id = %n.id, reason = decision.switched_off.as_deref().unwrap_or(""), "source switched off; stored with its deliveries suppressed")
+            }
             RouteReason::Unmatched => {
                 tracing::warn!(id = %n.id, "no route matched; stored without deliveries")
             }
@@ -83,23 +91,42 @@ impl Ingest {
             }
             _ => {}
         }
+        // Stored on the notification: the store decides repeats from these alone.
+        if let Some(d) = &decision.dedup {
+            n.dedup_key = Some(d.key.clone());
+            // The stored window is in seconds; a sub-second route window still dedups.
+            n.dedup_window_secs = Some(d.window.as_secs().max(1));
+        }
         Ok(NewEntry {
             notification: n,
             deliveries,
+            suppress: decision.switched_off,
         })
     }
 
     /// Commits planned entries (one transaction with whatever else is waiting) and wakes the
     /// engine.
     pub async fn commit(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>, StoreError> {
-        let sources: Vec<String> = entries
+        let sources: Vec<(String, bool)> = entries
             .iter()
-            .map(|e| e.notification.source.clone())
+            .map(|e| (e.notification.source.clone(), e.suppress.is_some()))
             .collect();
         let out = self.committer.submit(entries).await?;
         let events = &self.engine.events;
-        for (src, r) in sources.into_iter().zip(&out) {
+        for ((src, switched_off), r) in sources.into_iter().zip(&out) {
             if !r.duplicate {
+                // Why nothing was sent is worth a graph: a muted source or a noisy repeat.
+                let suppressed = if switched_off {
+                    Some("switched_off")
+                } else if r.duplicate_of.is_some() {
+                    Some("dedup")
+                } else {
+                    None
+                };
+                if let Some(reason) = suppressed {
+                    metrics::counter!("klaxon_notifications_suppressed_total", "source" => src.clone(), "reason" => reason)
+                        .increment(1);
+                }
                 metrics::counter!("klaxon_notifications_received_total", "source" => src)
                     .increment(1);
                 events.publish(crate::events::Event::Accepted(

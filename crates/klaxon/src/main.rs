@@ -83,6 +83,12 @@ enum Command {
     },
     /// Validate the configuration and name every wrong key.
     CheckConfig,
+    /// Say which routes a notification matches and why, without sending anything.
+    Route {
+        /// A JSON file holding a notification or an event envelope, as the API takes them.
+        #[arg(long, value_name = "FILE.json")]
+        explain: PathBuf,
+    },
     /// Apply store migrations and exit.
     Migrate,
     /// Print the API's OpenAPI document (the same as `GET /api/openapi.json`).
@@ -211,6 +217,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(2))
                 }
             }
+        }
+        Command::Route { explain } => {
+            let config = load_config(&cli.config)?;
+            let text = std::fs::read_to_string(&explain)
+                .with_context(|| format!("cannot read {}", explain.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", explain.display()))?;
+            let n = klaxon_core::input::notification_or_envelope(value, "api")
+                .map_err(|e| anyhow::anyhow!("{}: {e}", explain.display()))?;
+            let names: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
+            println!(
+                "notification: event_type {}, source {}, severity {}, title {:?}",
+                n.event_type.as_deref().unwrap_or("(none)"),
+                n.source,
+                n.severity,
+                klaxon_core::render::title(&n)
+            );
+            print!("{}", config.routing().explain(&n, &names));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
             let config = load_config(&cli.config)?;

@@ -38,6 +38,10 @@ fn describe() {
         "Notifications accepted, by source."
     );
     metrics::describe_counter!(
+        "klaxon_notifications_suppressed_total",
+        "Notifications stored with every delivery suppressed, by source and reason (dedup, switched_off)."
+    );
+    metrics::describe_counter!(
         "klaxon_deliveries_total",
         "Delivery attempts by channel and outcome (delivered, retrying, dead)."
     );

@@ -53,6 +53,100 @@ fn check_config_names_key_and_line() {
     assert!(!text.contains("SECRET-VALUE"));
 }
 
+fn explain(config: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    klaxon()
+        .arg("route")
+        .arg("--config")
+        .arg(config)
+        .arg("--explain")
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn route_explain_says_rule_by_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("klaxon.toml");
+    std::fs::write(
+        &path,
+        r#"
+[channels.ops]
+url = "log://"
+[channels.signals]
+url = "log://"
+[channels.fallback]
+url = "log://"
+
+[[routes]]
+match = { severity = ">=warning" }
+to = ["ops"]
+
+[[routes]]
+match = { event_type = "signal.*", symbol = "/^MNQ/" }
+to = ["signals"]
+dedup_window = "5m"
+group_by = ["symbol"]
+group_wait = "2s"
+
+[routing]
+default = ["fallback"]
+
+[sources.webhook_signals.strategies]
+"muted-*" = false
+"#,
+    )
+    .unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"event_type": "signal.generated", "source": "webhook_signals",
+            "data": {"strategy_name": "muted-1", "action": "BUY", "symbol": "MNQZ5", "price": 1}}"#,
+    )
+    .unwrap();
+    let out = explain(&path, &event);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "routes[0]: not matched: severity `info` does not match `>=warning`",
+        "routes[1]: matched",
+        "channels: signals",
+        "reason: matched routes[1]",
+        "suppressed: strategy `muted-1` of source `webhook_signals` is switched off",
+        "dedup: key auto:",
+        "within 5m",
+        "group (routes[1]): by [symbol], wait 2s",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+
+    // A notification no rule matches goes to the default route.
+    std::fs::write(&event, r#"{"message": "hello", "dedup_key": "k"}"#).unwrap();
+    let out = explain(&path, &event);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "routes[1]: not matched: event_type is absent (pattern `signal.*`)",
+        "channels: fallback",
+        "reason: no rule matched: the default route",
+        "dedup: key k within 5m",
+        "group: off",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+
+    // Bad input names the field.
+    std::fs::write(&event, r#"{"message": "m", "severity": "loud"}"#).unwrap();
+    let out = explain(&path, &event);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("severity"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_exit_code_says_delivered_or_not() {
     let tg = FakeTelegram::start().await;

@@ -456,3 +456,152 @@ async fn a_slow_provider_times_out_and_is_retried() {
     assert_eq!(statuses(&v), ["delivered"], "{v:#}");
     s.stop().await;
 }
+
+/// Dedup end to end (PRODUCT.md §7): five identical events inside a route's window make one
+/// message at the receiver and four stored repeats pointing at it; the same event past the
+/// window (its `timestamp` says so: nothing sleeps) is delivered again.
+#[tokio::test]
+async fn repeats_inside_the_dedup_window_are_suppressed() {
+    let sink = WebhookSink::start().await;
+    let cfg = fast_retries(&format!(
+        "[channels.hook]\nurl = \"{}\"\n\n[[routes]]\nmatch = {{ event_type = \"signal.*\" }}\nto = [\"hook\"]\ndedup_window = \"5m\"\n",
+        common::json_url(&sink)
+    ));
+    let s = TestServer::start(&cfg).await;
+    let event = |at: &str| {
+        json!({"event_type": "signal.generated", "source": "strategy_engine", "timestamp": at,
+               "data": {"strategy_name": "break-and-enter", "action": "BUY", "symbol": "MNQI", "price": 23488.75}})
+    };
+    let mut answers = Vec::new();
+    for at in [
+        "2030-01-01T10:00:00Z",
+        "2030-01-01T10:00:30Z",
+        "2030-01-01T10:01:00Z",
+        "2030-01-01T10:02:00Z",
+        "2030-01-01T10:04:59Z",
+    ] {
+        let (code, v) = s.post("/api/v1/events", &event(at)).await;
+        assert_eq!(code, 202, "{v}");
+        answers.push(v);
+    }
+    let original = answers[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(answers[0]["status"], "accepted");
+    assert_eq!(answers[0]["duplicate_of"], Value::Null);
+    for a in &answers[1..] {
+        assert_eq!(a["status"], "suppressed", "{a}");
+        assert_eq!(a["duplicate_of"], original.as_str());
+        assert_eq!(statuses(a), ["suppressed"]);
+    }
+    // Past the window, measured from the original.
+    let (code, later) = s
+        .post("/api/v1/events", &event("2030-01-01T10:05:01Z"))
+        .await;
+    assert_eq!(
+        (code, &later["status"]),
+        (202, &json!("accepted")),
+        "{later}"
+    );
+    let later = later["id"].as_str().unwrap().to_string();
+
+    let v = s.wait_final(&original, Duration::from_secs(20)).await;
+    assert_eq!(statuses(&v), ["delivered"]);
+    assert_eq!(v["repeats"], 4);
+    assert_eq!(v["duplicate_of"], Value::Null);
+    let v = s.wait_final(&later, Duration::from_secs(20)).await;
+    assert_eq!(statuses(&v), ["delivered"]);
+    assert_eq!(v["repeats"], 0);
+    for a in &answers[1..] {
+        let (_, r) = s
+            .get(&format!(
+                "/api/v1/notifications/{}",
+                a["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(r["duplicate_of"], original.as_str());
+        assert_eq!(statuses(&r), ["suppressed"]);
+        let why = r["deliveries"][0]["last_error"].as_str().unwrap();
+        assert!(why.contains(&original), "{why}");
+    }
+    // Suppressed deliveries are never claimed: every delivery is final, and the receiver got
+    // exactly the two that were not repeats.
+    let mut received: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap().to_string())
+        .collect();
+    received.sort();
+    let mut want = [original.clone(), later];
+    want.sort();
+    assert_eq!(received, want, "sent concurrently, so in any order");
+    // The history says the same.
+    let (_, page) = s
+        .get("/api/v1/notifications?status=suppressed&limit=10")
+        .await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert!(items.iter().all(|i| i["duplicate_of"] == original.as_str()));
+    s.stop().await;
+}
+
+/// A switched-off source's events are accepted (never an error to the sender) and recorded,
+/// with every delivery `suppressed` and the reason on it; other sources are untouched.
+#[tokio::test]
+async fn switched_off_source_is_recorded_not_sent() {
+    let sink = WebhookSink::start().await;
+    let cfg = fast_retries(&format!(
+        "[channels.hook]\nurl = \"{}\"\n\n[sources.webhook_signals]\nenabled = false\n\n[sources.strategy_engine.strategies]\n\"muted-*\" = false\n",
+        common::json_url(&sink)
+    ));
+    let s = TestServer::start(&cfg).await;
+    let event = |source: &str, strategy: &str| {
+        json!({"event_type": "webhook.signal", "source": source,
+               "data": {"strategy_name": strategy, "action": "BUY", "symbol": "ES"}})
+    };
+    let mut muted = Vec::new();
+    for (source, strategy) in [("webhook_signals", "any"), ("strategy_engine", "muted-1")] {
+        let (code, v) = s.post("/api/v1/events", &event(source, strategy)).await;
+        assert_eq!(code, 202, "{v}");
+        assert_eq!(v["status"], "suppressed");
+        assert_eq!(statuses(&v), ["suppressed"]);
+        muted.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (code, v) = s
+        .post("/api/v1/events", &event("strategy_engine", "live"))
+        .await;
+    assert_eq!((code, &v["status"]), (202, &json!("accepted")));
+    let live = v["id"].as_str().unwrap().to_string();
+    s.wait_final(&live, Duration::from_secs(20)).await;
+    for (id, why) in muted.iter().zip([
+        "source `webhook_signals` is switched off",
+        "strategy `muted-1` of source `strategy_engine` is switched off",
+    ]) {
+        let (_, r) = s.get(&format!("/api/v1/notifications/{id}")).await;
+        let text = r["deliveries"][0]["last_error"].as_str().unwrap();
+        assert!(text.contains(why), "{text}");
+    }
+    let received: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(received, [live]);
+    // And it is counted, by source and reason.
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("klaxon_notifications_suppressed_total{")
+                && l.contains(r#"source="webhook_signals""#)
+                && l.contains(r#"reason="switched_off""#)
+                && l.ends_with(" 1")),
+        "{text}"
+    );
+    s.stop().await;
+}

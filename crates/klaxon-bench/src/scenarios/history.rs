@@ -53,6 +53,7 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
                     channel: channels[k % channels.len()].into(),
                     target: None,
                 }],
+                suppress: None,
             })
             .collect();
         store.insert(entries).await?;

@@ -144,5 +144,6 @@ pub fn entry(message: &str) -> NewEntry {
             channel: "sink".into(),
             target: None,
         }],
+        suppress: None,
     }
 }

@@ -65,8 +65,12 @@ pub struct ErrorDetail {
 #[derive(ToSchema)]
 pub struct Accepted {
     pub id: Uuid,
-    /// `accepted` or `duplicate`.
+    /// `accepted`; `duplicate` (a repeat of an idempotency key: nothing new stored);
+    /// `suppressed` (stored, but its deliveries are `suppressed`: a repeat of a dedup key inside
+    /// its window, or its source is switched off).
     pub status: String,
+    /// The original notification this one repeats (dedup), when it is one.
+    pub duplicate_of: Option<Uuid>,
     pub deliveries: Vec<DeliverySummary>,
 }
 
@@ -94,6 +98,10 @@ pub struct NotificationRecord {
     #[serde(flatten)]
     pub notification: Notification,
     pub deliveries: Vec<DeliveryDetail>,
+    /// The original this one repeats (dedup); its deliveries are `suppressed`.
+    pub duplicate_of: Option<Uuid>,
+    /// How many repeats of this notification were suppressed.
+    pub repeats: u64,
 }
 
 #[derive(ToSchema)]

@@ -136,9 +136,21 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
 }
 
 fn accepted(r: &Inserted) -> Value {
+    let all_suppressed = !r.deliveries.is_empty()
+        && r.deliveries
+            .iter()
+            .all(|d| d.status == klaxon_core::model::DeliveryStatus::Suppressed);
+    let status = if r.duplicate {
+        "duplicate"
+    } else if r.duplicate_of.is_some() || all_suppressed {
+        "suppressed"
+    } else {
+        "accepted"
+    };
     json!({
         "id": r.notification_id,
-        "status": if r.duplicate { "duplicate" } else { "accepted" },
+        "status": status,
+        "duplicate_of": r.duplicate_of,
         "deliveries": r.deliveries,
     })
 }
@@ -315,6 +327,8 @@ fn record_json(r: &NotificationRecord, with_attempts: bool) -> Value {
         })
         .collect();
     v["deliveries"] = Value::Array(deliveries);
+    v["duplicate_of"] = json!(r.duplicate_of);
+    v["repeats"] = json!(r.repeats);
     v
 }
 
