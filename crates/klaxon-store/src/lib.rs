@@ -16,6 +16,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use klaxon_core::digest::Grouping;
 use klaxon_core::model::{Attempt, Delivery, DeliveryStatus, Notification};
 use uuid::Uuid;
 
@@ -51,6 +52,43 @@ pub struct NewDelivery {
     pub id: Uuid,
     pub channel: String,
     pub target: Option<String>,
+    /// The digest group this delivery waits in; `None`: it is claimable at once.
+    pub group: Option<Grouping>,
+}
+
+/// A digest group with members waiting: what the engine needs to know when to flush it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingGroup {
+    pub key: String,
+    pub channel: String,
+    /// When the oldest waiting member arrived (or its `send_at`).
+    pub oldest: DateTime<Utc>,
+    /// Until when the group's last send holds it (`group_interval`).
+    pub held_until: Option<DateTime<Utc>>,
+    pub wait: std::time::Duration,
+}
+
+impl PendingGroup {
+    /// When the group may be flushed.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        klaxon_core::digest::due_at(self.oldest, self.held_until, self.wait)
+    }
+}
+
+/// What flushing a group did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flushed {
+    /// Nothing: not due, no members, or another replica is flushing it right now.
+    Nothing,
+    /// The group held one member; it goes out as itself.
+    Released { delivery_id: Uuid },
+    /// `members` deliveries became one digest notification with one delivery.
+    Digest {
+        notification_id: Uuid,
+        delivery_id: Uuid,
+        channel: String,
+        members: usize,
+    },
 }
 
 /// What an insert produced. For a repeated idempotency key, the first notification's ids and
@@ -218,7 +256,15 @@ pub trait Store: Send + Sync + 'static {
     /// Puts claimed deliveries back without counting an attempt.
     async fn defer(&self, items: Vec<Deferral>) -> Result<()>;
     /// The earliest `not_before` among waiting deliveries (the scheduler sleeps until then).
+    /// Deliveries waiting in a digest group do not count: they are not claimable.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Digest groups that have members waiting.
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>>;
+    /// Flushes one group if it is due at `now`, in one transaction: its waiting members (at
+    /// most `max_batch`, oldest first) become a digest notification with one delivery to the
+    /// group's channel target and are marked `aggregated` pointing at it; a lone member is
+    /// released to be sent as itself. The group is then held for its interval.
+    async fn flush_group(&self, key: &str, now: DateTime<Utc>) -> Result<Flushed>;
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>>;
     /// Newest first.
     async fn list(&self, filter: ListFilter) -> Result<Vec<NotificationRecord>>;
@@ -313,6 +359,105 @@ pub(crate) fn records(
             notification: n,
         })
         .collect()
+}
+
+/// A digest group's stored row, as both backends read it.
+pub(crate) struct GroupRow {
+    pub channel: String,
+    pub target: Option<String>,
+    pub wait_ms: i64,
+    pub interval_ms: i64,
+    pub max_batch: i64,
+    pub label: String,
+    pub held_until: Option<i64>,
+}
+
+/// A waiting member as read for a flush: delivery id, `not_before`, notification body.
+pub(crate) type Member = (Uuid, i64, String);
+
+/// What a flush writes, decided the same way on both backends.
+pub(crate) enum FlushStep {
+    Nothing,
+    Release {
+        id: Uuid,
+        held_until: i64,
+    },
+    Digest {
+        entry: Box<NewEntry>,
+        members: Vec<Uuid>,
+        held_until: i64,
+    },
+}
+
+/// Decides a flush from the group's row and its eligible members (oldest first; at most
+/// `max_batch + 1`, so a full batch knows it leaves some behind).
+pub(crate) fn flush_step(
+    g: &GroupRow,
+    members: Vec<Member>,
+    now: DateTime<Utc>,
+) -> Result<FlushStep> {
+    use klaxon_core::digest::{FlushPlan, digest, held_after, plan};
+    let max_batch = g.max_batch.max(1) as usize;
+    let wait = std::time::Duration::from_millis(g.wait_ms.max(0) as u64);
+    let interval = std::time::Duration::from_millis(g.interval_ms.max(0) as u64);
+    let oldest = members.first().map(|m| from_ms(m.1));
+    let step = plan(
+        now,
+        oldest,
+        g.held_until.map(from_ms),
+        wait,
+        members.len(),
+        max_batch,
+    );
+    let held_until = ms(held_after(now, interval, members.len() > max_batch));
+    Ok(match step {
+        FlushPlan::Wait => FlushStep::Nothing,
+        FlushPlan::Release => FlushStep::Release {
+            id: members[0].0,
+            held_until,
+        },
+        FlushPlan::Digest(n) => {
+            let values: Vec<(String, Option<String>)> = serde_json::from_str(&g.label)
+                .map_err(|e| StoreError::Corrupt(format!("digest group label: {e}")))?;
+            let taken = &members[..n];
+            let notes = taken
+                .iter()
+                .map(|m| notification_from_body(&m.2))
+                .collect::<Result<Vec<_>>>()?;
+            let id = klaxon_core::model::new_id();
+            let notification = digest(id, now, &g.channel, &values, &notes);
+            FlushStep::Digest {
+                entry: Box::new(NewEntry {
+                    notification,
+                    deliveries: vec![NewDelivery {
+                        id: klaxon_core::model::new_id(),
+                        channel: g.channel.clone(),
+                        target: g.target.clone(),
+                        group: None,
+                    }],
+                }),
+                members: taken.iter().map(|m| m.0).collect(),
+                held_until,
+            }
+        }
+    })
+}
+
+/// The distinct groups `entries`' deliveries join, each once: what to make sure has a row.
+pub(crate) fn new_groups<'a>(
+    entries: impl Iterator<Item = &'a NewEntry>,
+) -> Vec<(&'a NewDelivery, &'a Grouping)> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .flat_map(|e| e.deliveries.iter())
+        .filter_map(|d| d.group.as_ref().map(|g| (d, g)))
+        .filter(|(_, g)| seen.insert(g.key.as_str()))
+        .collect()
+}
+
+/// A group's `group_by` values as stored.
+pub(crate) fn label(g: &Grouping) -> String {
+    serde_json::to_string(&g.values).unwrap_or_else(|_| "[]".into())
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {

@@ -23,6 +23,7 @@ use crate::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_fallback.sql")),
+    (4, include_str!("../migrations/sqlite/0004_groups.sql")),
 ];
 
 pub struct SqliteStore {
@@ -34,7 +35,7 @@ pub struct SqliteStore {
 /// that dynamic SQL be audited, and these are all static).
 macro_rules! delivery_columns {
     () => {
-        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from"
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from, aggregated_into"
     };
 }
 
@@ -96,6 +97,11 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
             .transpose()?,
         fell_back_to: row.try_get("fell_back_to")?,
         budget_from: row.try_get::<i64, _>("budget_from")? as u32,
+        aggregated_into: row
+            .try_get::<Option<String>, _>("aggregated_into")?
+            .as_deref()
+            .map(parse_id)
+            .transpose()?,
     })
 }
 
@@ -149,6 +155,85 @@ async fn existing(tx: &mut Transaction<'static, Sqlite>, key: &str) -> Result<Op
     }))
 }
 
+/// Writes new notifications with their deliveries (and the digest groups they join) in the
+/// caller's transaction: multi-row inserts, since a statement per row would cost a round trip
+/// each.
+async fn write_entries<'a>(
+    tx: &mut Transaction<'static, Sqlite>,
+    entries: impl Iterator<Item = &'a NewEntry>,
+    now: i64,
+) -> Result<()> {
+    let fresh: Vec<&NewEntry> = entries.collect();
+    for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+            "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) VALUES ",
+            12,
+            chunk.len(),
+        )));
+        for e in chunk {
+            let n = &e.notification;
+            let body = serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            q = q
+                .bind(id_str(n.id))
+                .bind(ms(n.created_at))
+                .bind(n.severity.as_str())
+                .bind(n.priority.as_str())
+                .bind(n.event_type.clone())
+                .bind(n.source.clone())
+                .bind(n.user_id.clone())
+                .bind(n.title.clone())
+                .bind(n.message.clone())
+                .bind(n.idempotency_key.clone())
+                .bind(n.dedup_key.clone())
+                .bind(body);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let rows: Vec<(&Notification, &NewDelivery)> = fresh
+        .iter()
+        .flat_map(|e| e.deliveries.iter().map(move |d| (&e.notification, d)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+            "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at, group_key) VALUES ",
+            12,
+            chunk.len(),
+        )));
+        for (n, d) in chunk {
+            q = q
+                .bind(id_str(d.id))
+                .bind(id_str(n.id))
+                .bind(d.channel.clone())
+                .bind(d.target.clone())
+                .bind(DeliveryStatus::Pending.as_str())
+                .bind(n.priority.rank())
+                .bind(0i64)
+                .bind(n.send_at.map(ms).unwrap_or(now))
+                .bind(n.expires_at.map(ms))
+                .bind(now)
+                .bind(now)
+                .bind(d.group.as_ref().map(|g| g.key.clone()));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for (d, g) in new_groups(fresh.iter().copied()) {
+        sqlx::query(
+            "INSERT INTO delivery_groups (group_key, channel, target, wait_ms, interval_ms, max_batch, label) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_key) DO NOTHING",
+        )
+        .bind(&g.key)
+        .bind(&d.channel)
+        .bind(&d.target)
+        .bind(g.wait.as_millis() as i64)
+        .bind(g.interval.as_millis() as i64)
+        .bind(g.max_batch as i64)
+        .bind(label(g))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Hands a delivery's notification to its fallback channel: new rows that point back at the one
 /// they replace, and the old row marked with where it went, in the caller's transaction.
 async fn insert_fallback(
@@ -175,6 +260,15 @@ async fn insert_fallback(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+async fn hold_group(tx: &mut Transaction<'static, Sqlite>, key: &str, until: i64) -> Result<()> {
+    sqlx::query("UPDATE delivery_groups SET held_until = ?1 WHERE group_key = ?2")
+        .bind(until)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -245,62 +339,7 @@ impl Store for SqliteStore {
                 out.push(None);
             }
         }
-        // Pass 2: multi-row inserts; a statement per row would cost a round trip each.
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) VALUES ",
-                12,
-                chunk.len(),
-            )));
-            for &i in chunk {
-                let n = &entries[i].notification;
-                let body =
-                    serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                q = q
-                    .bind(id_str(n.id))
-                    .bind(ms(n.created_at))
-                    .bind(n.severity.as_str())
-                    .bind(n.priority.as_str())
-                    .bind(n.event_type.clone())
-                    .bind(n.source.clone())
-                    .bind(n.user_id.clone())
-                    .bind(n.title.clone())
-                    .bind(n.message.clone())
-                    .bind(n.idempotency_key.clone())
-                    .bind(n.dedup_key.clone())
-                    .bind(body);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        let rows: Vec<(&Notification, &NewDelivery)> = fresh
-            .iter()
-            .flat_map(|&i| {
-                let e = &entries[i];
-                e.deliveries.iter().map(move |d| (&e.notification, d))
-            })
-            .collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) VALUES ",
-                11,
-                chunk.len(),
-            )));
-            for (n, d) in chunk {
-                q = q
-                    .bind(id_str(d.id))
-                    .bind(id_str(n.id))
-                    .bind(d.channel.clone())
-                    .bind(d.target.clone())
-                    .bind(DeliveryStatus::Pending.as_str())
-                    .bind(n.priority.rank())
-                    .bind(0i64)
-                    .bind(n.send_at.map(ms).unwrap_or(now))
-                    .bind(n.expires_at.map(ms))
-                    .bind(now)
-                    .bind(now);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        write_entries(&mut tx, fresh.iter().map(|&i| &entries[i]), now).await?;
         tx.commit().await?;
         Ok(out
             .into_iter()
@@ -319,7 +358,7 @@ impl Store for SqliteStore {
         for channel in &req.channels {
             let rows = sqlx::query(
                 "SELECT id, priority, not_before FROM deliveries \
-                 WHERE channel = ?1 AND status IN ('pending', 'retrying', 'sending') \
+                 WHERE channel = ?1 AND status IN ('pending', 'retrying', 'sending') AND group_key IS NULL \
                    AND (CASE WHEN status = 'sending' THEN lease_until < ?2 ELSE not_before <= ?2 END) \
                  ORDER BY priority DESC, not_before LIMIT ?3",
             )
@@ -583,11 +622,132 @@ impl Store for SqliteStore {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END) FROM deliveries \
-             WHERE status IN ('pending', 'retrying', 'sending')",
+             WHERE status IN ('pending', 'retrying', 'sending') AND group_key IS NULL",
         )
         .fetch_one(&self.reader)
         .await?;
         Ok(v.map(from_ms))
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        let rows = sqlx::query(
+            "SELECT g.group_key, g.channel, g.wait_ms, g.held_until, m.oldest FROM \
+               (SELECT group_key, MIN(not_before) AS oldest FROM deliveries \
+                WHERE status = 'pending' AND group_key IS NOT NULL GROUP BY group_key) m \
+             JOIN delivery_groups g ON g.group_key = m.group_key",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingGroup {
+                    key: r.try_get("group_key")?,
+                    channel: r.try_get("channel")?,
+                    oldest: from_ms(r.try_get("oldest")?),
+                    held_until: r.try_get::<Option<i64>, _>("held_until")?.map(from_ms),
+                    wait: Duration::from_millis(r.try_get::<i64, _>("wait_ms")?.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn flush_group(&self, key: &str, now: DateTime<Utc>) -> Result<Flushed> {
+        let now_ms = ms(now);
+        // One writer: this transaction alone decides and writes, so two flushes of one group
+        // run one after the other, and the second finds it held.
+        let mut tx = self.writer.begin().await?;
+        let Some(g) = sqlx::query("SELECT * FROM delivery_groups WHERE group_key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(Flushed::Nothing);
+        };
+        let g = GroupRow {
+            channel: g.try_get("channel")?,
+            target: g.try_get("target")?,
+            wait_ms: g.try_get("wait_ms")?,
+            interval_ms: g.try_get("interval_ms")?,
+            max_batch: g.try_get("max_batch")?,
+            label: g.try_get("label")?,
+            held_until: g.try_get("held_until")?,
+        };
+        // Members past their expiry are not worth a line in a digest.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'expired', last_error = 'expired before it could be delivered', updated_at = ?1 \
+             WHERE group_key = ?2 AND group_key IS NOT NULL AND status = 'pending' AND expires_at <= ?1",
+        )
+        .bind(now_ms)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.not_before, n.body FROM deliveries d JOIN notifications n ON n.id = d.notification_id \
+             WHERE d.group_key = ?1 AND d.group_key IS NOT NULL AND d.status = 'pending' AND d.not_before <= ?2 \
+             ORDER BY d.not_before, d.id LIMIT ?3",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(g.max_batch.max(1) + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let members = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    parse_id(r.try_get("id")?)?,
+                    r.try_get("not_before")?,
+                    r.try_get("body")?,
+                ))
+            })
+            .collect::<Result<Vec<Member>>>()?;
+        let out = match flush_step(&g, members, now)? {
+            FlushStep::Nothing => {
+                // Explicitly: a dropped transaction rolls back only when its connection is next
+                // used, and until then the group's lock would turn other flushes away.
+                tx.rollback().await?;
+                return Ok(Flushed::Nothing);
+            }
+            FlushStep::Release { id, held_until } => {
+                sqlx::query(
+                    "UPDATE deliveries SET group_key = NULL, not_before = ?1, updated_at = ?1 WHERE id = ?2",
+                )
+                .bind(now_ms)
+                .bind(id_str(id))
+                .execute(&mut *tx)
+                .await?;
+                hold_group(&mut tx, key, held_until).await?;
+                Flushed::Released { delivery_id: id }
+            }
+            FlushStep::Digest {
+                entry,
+                members,
+                held_until,
+            } => {
+                let delivery_id = entry.deliveries[0].id;
+                write_entries(&mut tx, std::iter::once(&*entry), now_ms).await?;
+                let ids: Vec<String> = members.iter().map(|i| id_str(*i)).collect();
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'aggregated', aggregated_into = ?1, updated_at = ?2 \
+                     WHERE id IN (SELECT value FROM json_each(?3))",
+                )
+                .bind(id_str(delivery_id))
+                .bind(now_ms)
+                .bind(serde_json::to_string(&ids).unwrap_or_default())
+                .execute(&mut *tx)
+                .await?;
+                hold_group(&mut tx, key, held_until).await?;
+                Flushed::Digest {
+                    notification_id: entry.notification.id,
+                    delivery_id,
+                    channel: g.channel.clone(),
+                    members: members.len(),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {

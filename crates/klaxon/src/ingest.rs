@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use klaxon_core::digest::grouping;
 use klaxon_core::input::InputError;
 use klaxon_core::model::{Notification, new_id};
 use klaxon_core::route::{Route, RouteReason, resolve};
@@ -67,10 +68,12 @@ impl Ingest {
                 ));
             };
             for target in rt.channel.targets(&n) {
+                let group = grouping(&self.routes, &why, &n, name, target.as_deref());
                 deliveries.push(NewDelivery {
                     id: new_id(),
                     channel: name.clone(),
                     target,
+                    group,
                 });
             }
         }
@@ -96,6 +99,9 @@ impl Ingest {
             .iter()
             .map(|e| e.notification.source.clone())
             .collect();
+        let grouped = entries
+            .iter()
+            .any(|e| e.deliveries.iter().any(|d| d.group.is_some()));
         let out = self.committer.submit(entries).await?;
         let events = &self.engine.events;
         for (src, r) in sources.into_iter().zip(&out) {
@@ -112,6 +118,9 @@ impl Ingest {
             }
         }
         self.engine.wake();
+        if grouped {
+            self.engine.wake_groups();
+        }
         Ok(out)
     }
 
