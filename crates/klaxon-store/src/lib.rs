@@ -372,6 +372,54 @@ pub(crate) struct GroupRow {
     pub held_until: Option<i64>,
 }
 
+impl GroupRow {
+    /// Reads a `delivery_groups` row; both backends store the same columns.
+    pub(crate) fn from_row<'r, R>(r: &'r R) -> Result<Self>
+    where
+        R: sqlx::Row,
+        &'static str: sqlx::ColumnIndex<R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(GroupRow {
+            channel: r.try_get("channel")?,
+            target: r.try_get("target")?,
+            wait_ms: r.try_get("wait_ms")?,
+            interval_ms: r.try_get("interval_ms")?,
+            max_batch: r.try_get("max_batch")?,
+            label: r.try_get("label")?,
+            held_until: r.try_get("held_until")?,
+        })
+    }
+}
+
+/// Digest groups with members waiting, and the oldest member's arrival: the same text on both
+/// backends (it has no parameters).
+pub(crate) const PENDING_GROUPS: &str = "SELECT g.group_key, g.channel, g.wait_ms, g.held_until, m.oldest FROM \
+       (SELECT group_key, MIN(not_before) AS oldest FROM deliveries \
+        WHERE status = 'pending' AND group_key IS NOT NULL GROUP BY group_key) m \
+     JOIN delivery_groups g ON g.group_key = m.group_key";
+
+/// Reads a row of `PENDING_GROUPS`.
+pub(crate) fn pending_group<'r, R>(r: &'r R) -> Result<PendingGroup>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PendingGroup {
+        key: r.try_get("group_key")?,
+        channel: r.try_get("channel")?,
+        oldest: from_ms(r.try_get("oldest")?),
+        held_until: r.try_get::<Option<i64>, _>("held_until")?.map(from_ms),
+        wait: std::time::Duration::from_millis(r.try_get::<i64, _>("wait_ms")?.max(0) as u64),
+    })
+}
+
 /// A waiting member as read for a flush: delivery id, `not_before`, notification body.
 pub(crate) type Member = (Uuid, i64, String);
 

@@ -630,25 +630,8 @@ impl Store for SqliteStore {
     }
 
     async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
-        let rows = sqlx::query(
-            "SELECT g.group_key, g.channel, g.wait_ms, g.held_until, m.oldest FROM \
-               (SELECT group_key, MIN(not_before) AS oldest FROM deliveries \
-                WHERE status = 'pending' AND group_key IS NOT NULL GROUP BY group_key) m \
-             JOIN delivery_groups g ON g.group_key = m.group_key",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingGroup {
-                    key: r.try_get("group_key")?,
-                    channel: r.try_get("channel")?,
-                    oldest: from_ms(r.try_get("oldest")?),
-                    held_until: r.try_get::<Option<i64>, _>("held_until")?.map(from_ms),
-                    wait: Duration::from_millis(r.try_get::<i64, _>("wait_ms")?.max(0) as u64),
-                })
-            })
-            .collect()
+        let rows = sqlx::query(PENDING_GROUPS).fetch_all(&self.reader).await?;
+        rows.iter().map(pending_group).collect()
     }
 
     async fn flush_group(&self, key: &str, now: DateTime<Utc>) -> Result<Flushed> {
@@ -664,15 +647,7 @@ impl Store for SqliteStore {
             tx.rollback().await?;
             return Ok(Flushed::Nothing);
         };
-        let g = GroupRow {
-            channel: g.try_get("channel")?,
-            target: g.try_get("target")?,
-            wait_ms: g.try_get("wait_ms")?,
-            interval_ms: g.try_get("interval_ms")?,
-            max_batch: g.try_get("max_batch")?,
-            label: g.try_get("label")?,
-            held_until: g.try_get("held_until")?,
-        };
+        let g = GroupRow::from_row(&g)?;
         // Members past their expiry are not worth a line in a digest.
         sqlx::query(
             "UPDATE deliveries SET status = 'expired', last_error = 'expired before it could be delivered', updated_at = ?1 \
