@@ -26,8 +26,8 @@ pub const DIGEST_SOURCE: &str = "klaxon";
 /// joined (stored with the group, so every replica flushes it the same way).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grouping {
-    /// Route index, channel, target, group values and the rules below: equal keys share a
-    /// digest.
+    /// Route index, channel, group values, the rules below and (after
+    /// [`Grouping::for_target`]) the recipient: equal keys share a digest.
     pub key: String,
     pub wait: Duration,
     pub interval: Duration,
@@ -36,15 +36,15 @@ pub struct Grouping {
     pub values: Vec<(String, Option<String>)>,
 }
 
-/// The group a delivery to `channel`/`target` joins, or `None` when it goes out on its own:
-/// critical notifications, explicit channels (no route chose them), and routes without
-/// `group_by`. The first matched route that sends to `channel` decides.
+/// The group `n`'s deliveries to `channel` join (one per target: see
+/// [`Grouping::for_target`]), or `None` when they go out on their own: critical notifications,
+/// explicit channels (no route chose them), and routes without `group_by`. The first matched
+/// route that sends to `channel` decides.
 pub fn grouping(
     routes: &[Route],
     why: &RouteReason,
     n: &Notification,
     channel: &str,
-    target: Option<&str>,
 ) -> Option<Grouping> {
     if n.severity == Severity::Critical {
         return None;
@@ -69,7 +69,6 @@ pub fn grouping(
     let key = json!([
         index,
         channel,
-        target,
         values,
         spec.wait.as_millis() as u64,
         spec.interval.as_millis() as u64,
@@ -83,6 +82,17 @@ pub fn grouping(
         max_batch,
         values,
     })
+}
+
+impl Grouping {
+    /// The group of the delivery to one recipient (`target`) of the channel: recipients get
+    /// digests of their own.
+    pub fn for_target(&self, target: Option<&str>) -> Grouping {
+        Grouping {
+            key: format!("{}{}", self.key, json!([target])),
+            ..self.clone()
+        }
+    }
 }
 
 /// A `group_by` field's value: the notification's own fields by name, else a `data` key
@@ -454,7 +464,9 @@ mod tests {
         let routes = vec![plain, grouped];
         let why = RouteReason::Rules(vec![0, 1]);
         let n = signal(0, "MNQI", "BUY", 1.0).data("strategy_name", "bae");
-        let g = grouping(&routes, &why, &n, "dc", None).expect("grouped");
+        let g = grouping(&routes, &why, &n, "dc")
+            .expect("grouped")
+            .for_target(None);
         assert_eq!(
             g.values,
             vec![
@@ -464,25 +476,22 @@ mod tests {
         );
         assert_eq!((g.wait, g.interval, g.max_batch), (S(2), S(10), 50));
         // Same group for the same values, another for another channel, target or symbol.
-        assert_eq!(
-            grouping(&routes, &why, &n, "dc", None).map(|g| g.key),
-            Some(g.key.clone())
-        );
+        let key = |n: &Notification, channel: &str, target: Option<&str>| {
+            grouping(&routes, &why, n, channel).map(|g| g.for_target(target).key)
+        };
+        assert_eq!(key(&n, "dc", None), Some(g.key.clone()));
         let other = [
-            grouping(&routes, &why, &n, "tg", None),
-            grouping(&routes, &why, &n, "dc", Some("chat")),
-            grouping(&routes, &why, &signal(0, "ES", "BUY", 1.0), "dc", None),
+            key(&n, "tg", None),
+            key(&n, "dc", Some("chat")),
+            key(&signal(0, "ES", "BUY", 1.0), "dc", None),
         ];
         for o in other {
-            assert_ne!(o.expect("grouped").key, g.key);
+            assert_ne!(o.expect("grouped"), g.key);
         }
         // Not grouped: a route without group_by, critical, explicit channels.
-        assert_eq!(grouping(&routes, &why, &n, "log", None), None);
+        assert_eq!(grouping(&routes, &why, &n, "log"), None);
         let crit = n.clone().severity(Severity::Critical);
-        assert_eq!(grouping(&routes, &why, &crit, "dc", None), None);
-        assert_eq!(
-            grouping(&routes, &RouteReason::Explicit, &n, "dc", None),
-            None
-        );
+        assert_eq!(grouping(&routes, &why, &crit, "dc"), None);
+        assert_eq!(grouping(&routes, &RouteReason::Explicit, &n, "dc"), None);
     }
 }

@@ -75,6 +75,11 @@ impl PendingGroup {
     }
 }
 
+/// The targets a digest for (`channel`, recipient) has on that channel, as the channel renders
+/// it; empty when the channel is gone (then the digest goes to the recipient as stored).
+pub type DigestTargets<'a> =
+    dyn Fn(&str, Option<&str>, &Notification) -> Vec<Option<String>> + Send + Sync + 'a;
+
 /// What flushing a group did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Flushed {
@@ -82,7 +87,8 @@ pub enum Flushed {
     Nothing,
     /// The group held one member; it goes out as itself.
     Released { delivery_id: Uuid },
-    /// `members` deliveries became one digest notification with one delivery.
+    /// `members` deliveries became one digest notification; they point at its first delivery
+    /// (a long digest has one per part).
     Digest {
         notification_id: Uuid,
         delivery_id: Uuid,
@@ -263,8 +269,14 @@ pub trait Store: Send + Sync + 'static {
     /// Flushes one group if it is due at `now`, in one transaction: its waiting members (at
     /// most `max_batch`, oldest first) become a digest notification with one delivery to the
     /// group's channel target and are marked `aggregated` pointing at it; a lone member is
-    /// released to be sent as itself. The group is then held for its interval.
-    async fn flush_group(&self, key: &str, now: DateTime<Utc>) -> Result<Flushed>;
+    /// released to be sent as itself. The group is then held for its interval. `targets`
+    /// names the digest's deliveries (a long digest may need several parts).
+    async fn flush_group(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        targets: &DigestTargets<'_>,
+    ) -> Result<Flushed>;
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>>;
     /// Newest first.
     async fn list(&self, filter: ListFilter) -> Result<Vec<NotificationRecord>>;
@@ -443,6 +455,7 @@ pub(crate) fn flush_step(
     g: &GroupRow,
     members: Vec<Member>,
     now: DateTime<Utc>,
+    targets: &DigestTargets<'_>,
 ) -> Result<FlushStep> {
     use klaxon_core::digest::{FlushPlan, digest, held_after, plan};
     let max_batch = g.max_batch.max(1) as usize;
@@ -474,15 +487,22 @@ pub(crate) fn flush_step(
                 .collect::<Result<Vec<_>>>()?;
             let id = klaxon_core::model::new_id();
             let notification = digest(id, now, &g.channel, &values, &notes);
+            let mut to = targets(&g.channel, g.target.as_deref(), &notification);
+            if to.is_empty() {
+                to.push(g.target.clone());
+            }
             FlushStep::Digest {
                 entry: Box::new(NewEntry {
+                    deliveries: to
+                        .into_iter()
+                        .map(|target| NewDelivery {
+                            id: klaxon_core::model::new_id(),
+                            channel: g.channel.clone(),
+                            target,
+                            group: None,
+                        })
+                        .collect(),
                     notification,
-                    deliveries: vec![NewDelivery {
-                        id: klaxon_core::model::new_id(),
-                        channel: g.channel.clone(),
-                        target: g.target.clone(),
-                        group: None,
-                    }],
                 }),
                 members: taken.iter().map(|m| m.0).collect(),
                 held_until,

@@ -686,7 +686,12 @@ impl Store for PgStore {
         rows.iter().map(pending_group).collect()
     }
 
-    async fn flush_group(&self, key: &str, now: DateTime<Utc>) -> Result<Flushed> {
+    async fn flush_group(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        targets: &DigestTargets<'_>,
+    ) -> Result<Flushed> {
         let now_ms = ms(now);
         let mut tx = self.pool.begin().await?;
         // The group's row is the flush's lock: a replica that finds it taken leaves the group
@@ -732,7 +737,7 @@ impl Store for PgStore {
                 ))
             })
             .collect::<Result<Vec<Member>>>()?;
-        let out = match flush_step(&g, members, now)? {
+        let out = match flush_step(&g, members, now, targets)? {
             FlushStep::Nothing => {
                 // Explicitly: a dropped transaction rolls back only when its connection is next
                 // used, and until then the group's lock would turn other flushes away.

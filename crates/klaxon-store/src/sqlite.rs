@@ -634,7 +634,12 @@ impl Store for SqliteStore {
         rows.iter().map(pending_group).collect()
     }
 
-    async fn flush_group(&self, key: &str, now: DateTime<Utc>) -> Result<Flushed> {
+    async fn flush_group(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        targets: &DigestTargets<'_>,
+    ) -> Result<Flushed> {
         let now_ms = ms(now);
         // One writer: this transaction alone decides and writes, so two flushes of one group
         // run one after the other, and the second finds it held.
@@ -677,7 +682,7 @@ impl Store for SqliteStore {
                 ))
             })
             .collect::<Result<Vec<Member>>>()?;
-        let out = match flush_step(&g, members, now)? {
+        let out = match flush_step(&g, members, now, targets)? {
             FlushStep::Nothing => {
                 // Explicitly: a dropped transaction rolls back only when its connection is next
                 // used, and until then the group's lock would turn other flushes away.

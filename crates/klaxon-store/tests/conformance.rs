@@ -305,6 +305,7 @@ suite!(
     requeue_gives_dead_letters_a_fresh_budget,
     grouped_deliveries_wait_for_their_digest,
     full_batches_leave_the_rest_due,
+    digest_takes_the_channels_targets,
     concurrent_flushes_digest_each_member_once,
 );
 
@@ -934,6 +935,10 @@ fn signal(symbol: &str, i: usize) -> Notification {
         .data("price", 100 + i)
 }
 
+/// Digest targets as a one-part channel gives them: the recipient as stored.
+static AS_STORED: fn(&str, Option<&str>, &Notification) -> Vec<Option<String>> =
+    |_, recipient, _| vec![recipient.map(String::from)];
+
 /// `d` from now, in the milliseconds the store keeps.
 fn after(d: Duration) -> chrono::DateTime<Utc> {
     let t = Utc::now() + TimeDelta::from_std(d).unwrap();
@@ -964,10 +969,10 @@ async fn grouped_deliveries_wait_for_their_digest(store: Arc<dyn Store>) {
     // Before `group_wait` nothing happens; at it, one digest takes all five.
     let early = due - TimeDelta::milliseconds(1);
     assert_eq!(
-        store.flush_group("g1", early).await.unwrap(),
+        store.flush_group("g1", early, &AS_STORED).await.unwrap(),
         Flushed::Nothing
     );
-    let flushed = store.flush_group("g1", due).await.unwrap();
+    let flushed = store.flush_group("g1", due, &AS_STORED).await.unwrap();
     let Flushed::Digest {
         notification_id,
         delivery_id,
@@ -1028,13 +1033,13 @@ async fn grouped_deliveries_wait_for_their_digest(store: Arc<dyn Store>) {
     let due = groups[0].due_at();
     assert_eq!(
         store
-            .flush_group("g1", due - TimeDelta::milliseconds(1))
+            .flush_group("g1", due - TimeDelta::milliseconds(1), &AS_STORED)
             .await
             .unwrap(),
         Flushed::Nothing
     );
     assert_eq!(
-        store.flush_group("g1", due).await.unwrap(),
+        store.flush_group("g1", due, &AS_STORED).await.unwrap(),
         Flushed::Released {
             delivery_id: late_id
         }
@@ -1054,7 +1059,7 @@ async fn full_batches_leave_the_rest_due(store: Arc<dyn Store>) {
     let mut sizes = Vec::new();
     // The same instant: a full batch does not hold back what it left behind …
     loop {
-        match store.flush_group("g2", now).await.unwrap() {
+        match store.flush_group("g2", now, &AS_STORED).await.unwrap() {
             Flushed::Digest { members, .. } => sizes.push(members),
             Flushed::Released { .. } => sizes.push(1),
             Flushed::Nothing => break,
@@ -1071,7 +1076,7 @@ async fn full_batches_leave_the_rest_due(store: Arc<dyn Store>) {
         .unwrap();
     let later = after(WAIT * 3);
     assert_eq!(
-        store.flush_group("g2", later).await.unwrap(),
+        store.flush_group("g2", later, &AS_STORED).await.unwrap(),
         Flushed::Nothing
     );
     let groups = store.pending_groups().await.unwrap();
@@ -1079,6 +1084,39 @@ async fn full_batches_leave_the_rest_due(store: Arc<dyn Store>) {
         groups[0].held_until,
         Some(now + TimeDelta::from_std(INTERVAL).unwrap())
     );
+}
+
+async fn digest_takes_the_channels_targets(store: Arc<dyn Store>) {
+    let entries: Vec<NewEntry> = (0..3).map(|i| grouped(signal("CL", i), "g3", 10)).collect();
+    store.insert(entries).await.unwrap();
+    // A channel that needs two parts for this digest, as Telegram does for a long one.
+    let parts = |channel: &str, recipient: Option<&str>, d: &Notification| {
+        assert_eq!((channel, recipient), ("a", Some("chat")));
+        assert_eq!(d.event_type.as_deref(), Some("klaxon.digest"));
+        vec![Some("chat#1/2".to_string()), Some("chat#2/2".to_string())]
+    };
+    let flushed = store
+        .flush_group("g3", after(WAIT * 2), &parts)
+        .await
+        .unwrap();
+    let Flushed::Digest {
+        notification_id,
+        delivery_id,
+        members,
+        ..
+    } = flushed
+    else {
+        panic!("expected a digest, got {flushed:?}");
+    };
+    assert_eq!(members, 3);
+    let rec = store.get(notification_id).await.unwrap().unwrap();
+    let targets: Vec<_> = rec
+        .deliveries
+        .iter()
+        .map(|d| d.delivery.target.clone().unwrap())
+        .collect();
+    assert_eq!(targets, ["chat#1/2", "chat#2/2"]);
+    assert_eq!(rec.deliveries[0].delivery.id, delivery_id);
 }
 
 /// Flushes racing on the same groups (two replicas, or two loops of one): every member ends
@@ -1103,7 +1141,7 @@ async fn race_flushes(a: Arc<dyn Store>, b: Arc<dyn Store>) {
                         members,
                         delivery_id,
                         ..
-                    } = store.flush_group(k, now).await.unwrap()
+                    } = store.flush_group(k, now, &AS_STORED).await.unwrap()
                     {
                         got.push((delivery_id, members));
                     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use klaxon_core::digest::grouping;
+use klaxon_core::digest::{Grouping, grouping};
 use klaxon_core::input::InputError;
 use klaxon_core::model::{Notification, new_id};
 use klaxon_core::route::{Route, RouteReason, resolve};
@@ -12,7 +12,21 @@ use klaxon_store::group::GroupCommitter;
 use klaxon_store::{Inserted, NewDelivery, NewEntry, StoreError};
 
 use crate::deliver::Engine;
-use crate::deliver::registry::Registry;
+use crate::deliver::registry::{Registry, Runtime};
+
+/// The digest group `n`'s deliveries on `rt` wait in, if its route groups. A digest carries
+/// neither files nor the parts of a long text: a notification that needs them on this channel
+/// (its targets are more than the channel's recipients) goes out as itself.
+fn digest_group(
+    routes: &[Route],
+    why: &RouteReason,
+    n: &Notification,
+    rt: &Runtime,
+    targets: &[Option<String>],
+) -> Option<Grouping> {
+    let group = grouping(routes, why, n, &rt.spec.name)?;
+    (targets == rt.channel.targets(&Notification::new("")).as_slice()).then_some(group)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -67,13 +81,14 @@ impl Ingest {
                     ),
                 ));
             };
-            for target in rt.channel.targets(&n) {
-                let group = grouping(&self.routes, &why, &n, name, target.as_deref());
+            let targets = rt.channel.targets(&n);
+            let group = digest_group(&self.routes, &why, &n, rt, &targets);
+            for target in targets {
                 deliveries.push(NewDelivery {
                     id: new_id(),
                     channel: name.clone(),
+                    group: group.as_ref().map(|g| g.for_target(target.as_deref())),
                     target,
-                    group,
                 });
             }
         }

@@ -9,6 +9,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::{TestServer, json_url, wait_received};
+use klaxon_fakes::telegram::FakeTelegram;
 use klaxon_fakes::webhook::WebhookSink;
 use serde_json::{Value, json};
 
@@ -142,4 +143,102 @@ max_batch = 100
     );
     assert_eq!(sink.count(), 5);
     s.stop().await;
+}
+
+/// A digest too long for one Telegram message goes to each chat as several parts, each within
+/// Telegram's limit (the strict fake rejects longer text), one digest per chat; its `data` is
+/// not repeated as text under the table.
+#[tokio::test]
+async fn a_long_digest_reaches_each_chat_in_parts() {
+    common::crypto();
+    let tg = FakeTelegram::start().await;
+    let cfg = r#"
+[store]
+url = "{db}"
+[channels.tg]
+url = "tgram://123456:TEST-token_abc/111/-100222"
+[[routes]]
+to = ["tg"]
+group_by = []
+group_wait = "1s"
+max_batch = 150
+"#;
+    let s = TestServer::start_env(cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    let items: Vec<Value> = (0..150)
+        .map(|i| {
+            json!({
+                "title": format!("fill report number {i:03} for the main account"),
+                "message": format!("fill {i}"),
+                "event_type": "trade.executed",
+                "data": {"symbol": "MNQ", "action": "BUY", "price": 20000 + i},
+            })
+        })
+        .collect();
+    let (code, v) = s.post("/api/v1/notifications/batch", &json!(items)).await;
+    assert_eq!(code, 202, "{v}");
+    let first = v["results"][0]["id"].as_str().unwrap().to_string();
+
+    // Each original's two deliveries (one per chat) point at that chat's digest.
+    let n = wait_aggregated(&s, &first).await;
+    let into: HashSet<&str> = n["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["aggregated_into"].as_str().expect("aggregated"))
+        .collect();
+    assert_eq!(into.len(), 2, "{n}");
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let msgs = tg.messages();
+        let per_chat = |chat: &str| {
+            msgs.iter()
+                .filter(|m| m.chat_id == chat)
+                .map(|m| m.plain.clone())
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (per_chat("111"), per_chat("-100222"));
+        let whole = |parts: &[String]| parts.join("\n").contains("fill report number 149");
+        if whole(&a) && whole(&b) {
+            assert!(a.len() >= 2 && b.len() >= 2, "split into parts: {a:?}");
+            assert!(a[0].contains("150 notifications in "), "{}", a[0]);
+            assert!(!a.concat().contains("items"), "{a:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "digest parts not all received: {} messages, rejected {:?}: {:#?}",
+            msgs.len(),
+            tg.rejected(),
+            msgs.iter()
+                .map(|m| format!(
+                    "{} {}",
+                    m.chat_id,
+                    m.plain.chars().take(120).collect::<String>()
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(tg.rejected().is_empty(), "{:?}", tg.rejected());
+    s.stop().await;
+}
+
+/// Polls a notification until its deliveries are all `aggregated`, or panics after 30 s.
+async fn wait_aggregated(s: &TestServer, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, v) = s.get(&format!("/api/v1/notifications/{id}")).await;
+        let done = v["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["status"] == "aggregated"));
+        if done {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not aggregated: {v:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

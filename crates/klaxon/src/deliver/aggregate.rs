@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use klaxon_core::model::Notification;
 use klaxon_store::{Flushed, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -46,13 +47,23 @@ pub(super) async fn run(engine: Arc<Engine>, cancel: CancellationToken) {
 async fn flush_due(engine: &Engine, now: DateTime<Utc>) -> Result<Duration, StoreError> {
     let mut next = GROUP_POLL;
     let mut sent = false;
+    // A digest goes to every part its channel needs for the group's recipient.
+    let targets = |channel: &str, recipient: Option<&str>, digest: &Notification| {
+        engine.registry.get(channel).map_or_else(Vec::new, |rt| {
+            rt.channel
+                .targets(digest)
+                .into_iter()
+                .filter(|t| rt.channel.addresses(t.as_deref(), recipient))
+                .collect()
+        })
+    };
     for g in engine.store.pending_groups().await? {
         let due = g.due_at();
         if due > now {
             next = next.min((due - now).to_std().unwrap_or_default());
             continue;
         }
-        match engine.store.flush_group(&g.key, now).await? {
+        match engine.store.flush_group(&g.key, now, &targets).await? {
             Flushed::Nothing => next = next.min(CONTENDED),
             Flushed::Released { delivery_id } => {
                 tracing::debug!(channel = %g.channel, delivery = %delivery_id, "digest group held one notification; sending it as itself");
