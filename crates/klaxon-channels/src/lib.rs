@@ -85,6 +85,12 @@ pub trait Channel: Send + Sync {
         vec![None]
     }
 
+    /// Whether `target` (one of `targets`) is for `recipient`, a target of a short notification
+    /// without files. A digest is made per recipient and goes to every part for it.
+    fn addresses(&self, target: Option<&str>, recipient: Option<&str>) -> bool {
+        target == recipient
+    }
+
     /// The rate limits one send to `target` counts against, with the provider's defaults.
     fn limits(&self, target: Option<&str>) -> Vec<LimitKey>;
 

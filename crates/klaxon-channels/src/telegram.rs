@@ -325,6 +325,13 @@ impl Channel for Telegram {
         out
     }
 
+    fn addresses(&self, target: Option<&str>, recipient: Option<&str>) -> bool {
+        match (target, recipient) {
+            (Some(t), Some(r)) => Target::parse(t).chat == r,
+            (t, r) => t == r,
+        }
+    }
+
     fn limits(&self, target: Option<&str>) -> Vec<LimitKey> {
         let mut keys = vec![LimitKey {
             key: self.bot_key.clone(),

@@ -5,7 +5,7 @@
 //!   the bad field; [`event`]: built-in summaries of known event types.
 //! - [`config`]: the TOML file, `${VAR}` expansion, well-known environment variables;
 //!   [`channel_url`]: `tgram://`, `discord://`, `json://` … into a [`channel_url::Provider`].
-//! - [`route`]: which channels a notification goes to.
+//! - [`route`]: which channels a notification goes to; [`digest`]: grouping bursts into digests.
 //! - [`render`]: per-provider text and payloads, escaped and within limits.
 //! - [`verdict`]: what a send achieved, and the one HTTP-status classifier.
 //! - [`retry`], [`limit`], [`breaker`]: backoff schedule, GCRA rate maths, circuit breaker —
@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod channel_url;
 pub mod config;
 pub mod dedup;
+pub mod digest;
 pub mod duration;
 pub mod event;
 pub mod hooks;

@@ -153,7 +153,7 @@ string_enum!(DeliveryStatus {
 
 /// Where a delivery is in its life (PRODUCT.md §1):
 /// `pending → sending → delivered`, or `→ retrying → … → dead`; `expired` past `expires_at`;
-/// `suppressed` and `aggregated` are set by dedup and digests (later stages).
+/// `suppressed` is set by dedup, `aggregated` when a digest took the delivery's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
@@ -361,6 +361,10 @@ pub struct Delivery {
     /// Attempts made before an operator's retry; only later ones use up the retry budget.
     #[serde(default)]
     pub budget_from: u32,
+    /// The digest delivery this one was folded into (status `aggregated`), so the history
+    /// leads from each original to what was actually sent.
+    #[serde(default)]
+    pub aggregated_into: Option<Uuid>,
 }
 
 /// The outcome of one attempt, as recorded.

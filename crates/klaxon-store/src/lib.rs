@@ -16,6 +16,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use klaxon_core::digest::Grouping;
 use klaxon_core::model::{Attempt, Delivery, DeliveryStatus, Notification};
 use uuid::Uuid;
 
@@ -55,6 +56,49 @@ pub struct NewDelivery {
     pub id: Uuid,
     pub channel: String,
     pub target: Option<String>,
+    /// The digest group this delivery waits in; `None`: it is claimable at once.
+    pub group: Option<Grouping>,
+}
+
+/// A digest group with members waiting: what the engine needs to know when to flush it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingGroup {
+    pub key: String,
+    pub channel: String,
+    /// When the oldest waiting member arrived (or its `send_at`).
+    pub oldest: DateTime<Utc>,
+    /// Until when the group's last send holds it (`group_interval`).
+    pub held_until: Option<DateTime<Utc>>,
+    pub wait: std::time::Duration,
+}
+
+impl PendingGroup {
+    /// When the group may be flushed.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        klaxon_core::digest::due_at(self.oldest, self.held_until, self.wait)
+    }
+}
+
+/// The targets a digest for (`channel`, recipient) has on that channel, as the channel renders
+/// it; empty when the channel is gone (then the digest goes to the recipient as stored).
+pub type DigestTargets<'a> =
+    dyn Fn(&str, Option<&str>, &Notification) -> Vec<Option<String>> + Send + Sync + 'a;
+
+/// What flushing a group did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flushed {
+    /// Nothing: not due, no members, or another replica is flushing it right now.
+    Nothing,
+    /// The group held one member; it goes out as itself.
+    Released { delivery_id: Uuid },
+    /// `members` deliveries became one digest notification; they point at its first delivery
+    /// (a long digest has one per part).
+    Digest {
+        notification_id: Uuid,
+        delivery_id: Uuid,
+        channel: String,
+        members: usize,
+    },
 }
 
 /// What an insert produced. For a repeated idempotency key, the first notification's ids and
@@ -240,7 +284,21 @@ pub trait Store: Send + Sync + 'static {
     /// Ends claimed deliveries in a final status without an attempt, in one transaction.
     async fn finish(&self, items: Vec<Finish>) -> Result<()>;
     /// The earliest `not_before` among waiting deliveries (the scheduler sleeps until then).
+    /// Deliveries waiting in a digest group do not count: they are not claimable.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Digest groups that have members waiting.
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>>;
+    /// Flushes one group if it is due at `now`, in one transaction: its waiting members (at
+    /// most `max_batch`, oldest first) become a digest notification with one delivery to the
+    /// group's channel target and are marked `aggregated` pointing at it; a lone member is
+    /// released to be sent as itself. The group is then held for its interval. `targets`
+    /// names the digest's deliveries (a long digest may need several parts).
+    async fn flush_group(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        targets: &DigestTargets<'_>,
+    ) -> Result<Flushed>;
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>>;
     /// Newest first.
     async fn list(&self, filter: ListFilter) -> Result<Vec<NotificationRecord>>;
@@ -418,6 +476,162 @@ pub(crate) fn records(
             ..h
         })
         .collect()
+}
+
+/// A digest group's stored row, as both backends read it.
+pub(crate) struct GroupRow {
+    pub channel: String,
+    pub target: Option<String>,
+    pub wait_ms: i64,
+    pub interval_ms: i64,
+    pub max_batch: i64,
+    pub label: String,
+    pub held_until: Option<i64>,
+}
+
+impl GroupRow {
+    /// Reads a `delivery_groups` row; both backends store the same columns.
+    pub(crate) fn from_row<'r, R>(r: &'r R) -> Result<Self>
+    where
+        R: sqlx::Row,
+        &'static str: sqlx::ColumnIndex<R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(GroupRow {
+            channel: r.try_get("channel")?,
+            target: r.try_get("target")?,
+            wait_ms: r.try_get("wait_ms")?,
+            interval_ms: r.try_get("interval_ms")?,
+            max_batch: r.try_get("max_batch")?,
+            label: r.try_get("label")?,
+            held_until: r.try_get("held_until")?,
+        })
+    }
+}
+
+/// Digest groups with members waiting, and the oldest member's arrival: the same text on both
+/// backends (it has no parameters).
+pub(crate) const PENDING_GROUPS: &str = "SELECT g.group_key, g.channel, g.wait_ms, g.held_until, m.oldest FROM \
+       (SELECT group_key, MIN(not_before) AS oldest FROM deliveries \
+        WHERE status = 'pending' AND group_key IS NOT NULL GROUP BY group_key) m \
+     JOIN delivery_groups g ON g.group_key = m.group_key";
+
+/// Reads a row of `PENDING_GROUPS`.
+pub(crate) fn pending_group<'r, R>(r: &'r R) -> Result<PendingGroup>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PendingGroup {
+        key: r.try_get("group_key")?,
+        channel: r.try_get("channel")?,
+        oldest: from_ms(r.try_get("oldest")?),
+        held_until: r.try_get::<Option<i64>, _>("held_until")?.map(from_ms),
+        wait: std::time::Duration::from_millis(r.try_get::<i64, _>("wait_ms")?.max(0) as u64),
+    })
+}
+
+/// A waiting member as read for a flush: delivery id, `not_before`, notification body.
+pub(crate) type Member = (Uuid, i64, String);
+
+/// What a flush writes, decided the same way on both backends.
+pub(crate) enum FlushStep {
+    Nothing,
+    Release {
+        id: Uuid,
+        held_until: i64,
+    },
+    Digest {
+        entry: Box<NewEntry>,
+        members: Vec<Uuid>,
+        held_until: i64,
+    },
+}
+
+/// Decides a flush from the group's row and its eligible members (oldest first; at most
+/// `max_batch + 1`, so a full batch knows it leaves some behind).
+pub(crate) fn flush_step(
+    g: &GroupRow,
+    members: Vec<Member>,
+    now: DateTime<Utc>,
+    targets: &DigestTargets<'_>,
+) -> Result<FlushStep> {
+    use klaxon_core::digest::{FlushPlan, digest, held_after, plan};
+    let max_batch = g.max_batch.max(1) as usize;
+    let wait = std::time::Duration::from_millis(g.wait_ms.max(0) as u64);
+    let interval = std::time::Duration::from_millis(g.interval_ms.max(0) as u64);
+    let oldest = members.first().map(|m| from_ms(m.1));
+    let step = plan(
+        now,
+        oldest,
+        g.held_until.map(from_ms),
+        wait,
+        members.len(),
+        max_batch,
+    );
+    let held_until = ms(held_after(now, interval, members.len() > max_batch));
+    Ok(match step {
+        FlushPlan::Wait => FlushStep::Nothing,
+        FlushPlan::Release => FlushStep::Release {
+            id: members[0].0,
+            held_until,
+        },
+        FlushPlan::Digest(n) => {
+            let values: Vec<(String, Option<String>)> = serde_json::from_str(&g.label)
+                .map_err(|e| StoreError::Corrupt(format!("digest group label: {e}")))?;
+            let taken = &members[..n];
+            let notes = taken
+                .iter()
+                .map(|m| notification_from_body(&m.2))
+                .collect::<Result<Vec<_>>>()?;
+            let id = klaxon_core::model::new_id();
+            let notification = digest(id, now, &g.channel, &values, &notes);
+            let mut to = targets(&g.channel, g.target.as_deref(), &notification);
+            if to.is_empty() {
+                to.push(g.target.clone());
+            }
+            FlushStep::Digest {
+                entry: Box::new(NewEntry {
+                    deliveries: to
+                        .into_iter()
+                        .map(|target| NewDelivery {
+                            id: klaxon_core::model::new_id(),
+                            channel: g.channel.clone(),
+                            target,
+                            group: None,
+                        })
+                        .collect(),
+                    notification,
+                    suppress: None,
+                }),
+                members: taken.iter().map(|m| m.0).collect(),
+                held_until,
+            }
+        }
+    })
+}
+
+/// The distinct groups `entries`' deliveries join, each once: what to make sure has a row.
+pub(crate) fn new_groups<'a>(
+    entries: impl Iterator<Item = &'a NewEntry>,
+) -> Vec<(&'a NewDelivery, &'a Grouping)> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .flat_map(|e| e.deliveries.iter())
+        .filter_map(|d| d.group.as_ref().map(|g| (d, g)))
+        .filter(|(_, g)| seen.insert(g.key.as_str()))
+        .collect()
+}
+
+/// A group's `group_by` values as stored.
+pub(crate) fn label(g: &Grouping) -> String {
+    serde_json::to_string(&g.values).unwrap_or_else(|_| "[]".into())
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {

@@ -25,6 +25,7 @@ use crate::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_dedup.sql")),
+    (3, include_str!("../migrations/postgres/0003_groups.sql")),
 ];
 
 /// The advisory lock key migrations hold (any constant; "klaxon" in ASCII), so that replicas
@@ -38,7 +39,7 @@ const DEDUP_LOCK_CLASS: i32 = 0x6b6c_6464;
 /// The columns `delivery_from_row` reads; a macro so queries stay `&'static str`.
 macro_rules! pg_delivery_columns {
     () => {
-        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from"
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from, aggregated_into"
     };
 }
 
@@ -106,6 +107,7 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
         fallback_of: row.try_get("fallback_of")?,
         fell_back_to: row.try_get("fell_back_to")?,
         budget_from: row.try_get::<i64, _>("budget_from")? as u32,
+        aggregated_into: row.try_get("aggregated_into")?,
     })
 }
 
@@ -163,6 +165,180 @@ async fn find_original(
     .bind(to)
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+/// One array per column of `notifications`, for an `UNNEST` insert.
+type NotificationColumns = (
+    Vec<Uuid>,
+    Vec<i64>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<Option<String>>,
+    Vec<String>,
+    Vec<Option<String>>,
+    Vec<Option<String>>,
+    Vec<String>,
+    Vec<Option<String>>,
+    Vec<Option<String>>,
+    Vec<String>,
+);
+
+/// One array per inserted column of `deliveries`.
+type DeliveryColumns = (
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<String>,
+    Vec<Option<String>>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<Option<i64>>,
+    Vec<Option<String>>,
+    Vec<&'static str>,
+    Vec<Option<String>>,
+);
+
+/// Inserts notifications in one statement; a key already stored (by anyone, committed before
+/// or racing with this transaction) makes its row a no-op, not an error. Returns the ids that
+/// went in.
+async fn write_notifications<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    entries: impl Iterator<Item = (&'a NewEntry, Option<Uuid>)>,
+) -> Result<std::collections::HashSet<Uuid>> {
+    let mut cols: NotificationColumns = Default::default();
+    // Beside the tuple: std implements Default for tuples of at most 12.
+    let mut duplicate_col: Vec<Option<Uuid>> = Vec::new();
+    for (e, duplicate_of) in entries {
+        let n = &e.notification;
+        duplicate_col.push(duplicate_of);
+        cols.0.push(n.id);
+        cols.1.push(ms(n.created_at));
+        cols.2.push(n.severity.as_str());
+        cols.3.push(n.priority.as_str());
+        cols.4.push(n.event_type.clone());
+        cols.5.push(n.source.clone());
+        cols.6.push(n.user_id.clone());
+        cols.7.push(n.title.clone());
+        cols.8.push(n.message.clone());
+        cols.9.push(n.idempotency_key.clone());
+        // Only a notification deduplicated at all can be an original.
+        cols.10.push(dedup_span(n).map(|(k, _, _)| k.to_string()));
+        cols.11
+            .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+    }
+    if cols.0.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(sqlx::query_scalar(
+        "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body, duplicate_of) \
+         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[]) \
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING id",
+    )
+    .bind(cols.0)
+    .bind(cols.1)
+    .bind(cols.2)
+    .bind(cols.3)
+    .bind(cols.4)
+    .bind(cols.5)
+    .bind(cols.6)
+    .bind(cols.7)
+    .bind(cols.8)
+    .bind(cols.9)
+    .bind(cols.10)
+    .bind(cols.11)
+    .bind(duplicate_col)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// Inserts the deliveries of stored notifications, and a row for each digest group they join
+/// (`DO NOTHING`: a group's rules are part of its key and never change, and so inserting never
+/// waits on a flush that holds the group). Deliveries of a repeat or of a switched-off source
+/// start `suppressed` and join no group.
+async fn write_deliveries<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    entries: impl Iterator<Item = (&'a NewEntry, Option<Uuid>)>,
+    now: i64,
+) -> Result<()> {
+    let entries: Vec<(&NewEntry, Option<Uuid>)> = entries.collect();
+    let mut d: DeliveryColumns = Default::default();
+    for (e, duplicate_of) in &entries {
+        let n = &e.notification;
+        let (status, why) = initial_status(e, *duplicate_of);
+        for nd in &e.deliveries {
+            d.8.push(status.as_str());
+            d.9.push(why.clone());
+            d.0.push(nd.id);
+            d.1.push(n.id);
+            d.2.push(nd.channel.clone());
+            d.3.push(nd.target.clone());
+            d.4.push(n.priority.rank());
+            d.5.push(n.send_at.map(ms).unwrap_or(now));
+            d.6.push(n.expires_at.map(ms));
+            d.7.push(
+                nd.group
+                    .as_ref()
+                    .filter(|_| status == DeliveryStatus::Pending)
+                    .map(|g| g.key.clone()),
+            );
+        }
+    }
+    if d.0.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (id, notification_id, channel, target, status, last_error, priority, attempts, not_before, expires_at, created_at, updated_at, group_key) \
+         SELECT u.id, u.nid, u.channel, u.target, u.status, u.last_error, u.priority, 0, u.not_before, u.expires_at, $8, $8, u.group_key \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $9::text[], $10::text[], $11::text[]) \
+           AS u(id, nid, channel, target, priority, not_before, expires_at, group_key, status, last_error)",
+    )
+    .bind(d.0)
+    .bind(d.1)
+    .bind(d.2)
+    .bind(d.3)
+    .bind(d.4)
+    .bind(d.5)
+    .bind(d.6)
+    .bind(now)
+    .bind(d.7)
+    .bind(d.8)
+    .bind(d.9)
+    .execute(&mut **tx)
+    .await?;
+    // Sorted keys: two inserts of the same new groups wait on each other in one order.
+    let pending = entries
+        .iter()
+        .filter(|(e, dup)| initial_status(e, *dup).0 == DeliveryStatus::Pending)
+        .map(|(e, _)| *e);
+    let mut groups = new_groups(pending);
+    groups.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+    for (nd, g) in groups {
+        sqlx::query(
+            "INSERT INTO delivery_groups (group_key, channel, target, wait_ms, interval_ms, max_batch, label) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_key) DO NOTHING",
+        )
+        .bind(&g.key)
+        .bind(&nd.channel)
+        .bind(&nd.target)
+        .bind(g.wait.as_millis() as i64)
+        .bind(g.interval.as_millis() as i64)
+        .bind(g.max_batch as i64)
+        .bind(label(g))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn hold_group(tx: &mut Transaction<'static, Postgres>, key: &str, until: i64) -> Result<()> {
+    sqlx::query("UPDATE delivery_groups SET held_until = $1 WHERE group_key = $2")
+        .bind(until)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Hands a delivery's notification to its fallback channel: new rows that point back at the one
@@ -303,67 +479,11 @@ impl Store for PgStore {
             let key = |i: usize| entries[i].notification.idempotency_key.as_deref();
             key(x).cmp(&key(y))
         });
-        let mut cols: (
-            Vec<Uuid>,
-            Vec<i64>,
-            Vec<&'static str>,
-            Vec<&'static str>,
-            Vec<Option<String>>,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<Option<String>>,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<Option<String>>,
-            Vec<String>,
-        ) = Default::default();
-        // Beside the tuple: std implements Default for tuples of at most 12.
-        let mut duplicate_col: Vec<Option<Uuid>> = Vec::with_capacity(order.len());
-        for &i in &order {
-            let n = &entries[i].notification;
-            cols.0.push(n.id);
-            cols.1.push(ms(n.created_at));
-            cols.2.push(n.severity.as_str());
-            cols.3.push(n.priority.as_str());
-            cols.4.push(n.event_type.clone());
-            cols.5.push(n.source.clone());
-            cols.6.push(n.user_id.clone());
-            cols.7.push(n.title.clone());
-            cols.8.push(n.message.clone());
-            cols.9.push(n.idempotency_key.clone());
-            // Only a notification deduplicated at all can be an original.
-            cols.10.push(dedup_span(n).map(|(k, _, _)| k.to_string()));
-            cols.11
-                .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-            duplicate_col.push(duplicate_of[i]);
-        }
-        let inserted: std::collections::HashSet<Uuid> = if candidates.is_empty() {
-            Default::default()
-        } else {
-            sqlx::query_scalar(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body, duplicate_of) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::uuid[]) \
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                 RETURNING id",
-            )
-            .bind(cols.0)
-            .bind(cols.1)
-            .bind(cols.2)
-            .bind(cols.3)
-            .bind(cols.4)
-            .bind(cols.5)
-            .bind(cols.6)
-            .bind(cols.7)
-            .bind(cols.8)
-            .bind(cols.9)
-            .bind(cols.10)
-            .bind(cols.11)
-            .bind(duplicate_col)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
+        let inserted = write_notifications(
+            &mut tx,
+            order.iter().map(|&i| (&entries[i], duplicate_of[i])),
+        )
+        .await?;
 
         let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
         let mut fresh: Vec<usize> = Vec::with_capacity(inserted.len());
@@ -387,52 +507,12 @@ impl Store for PgStore {
             }
         }
 
-        let mut d: (
-            Vec<Uuid>,
-            Vec<Uuid>,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<i64>,
-            Vec<i64>,
-            Vec<Option<i64>>,
-            Vec<&'static str>,
-            Vec<Option<String>>,
-        ) = Default::default();
-        for &i in &fresh {
-            let n = &entries[i].notification;
-            let (status, why) = initial_status(&entries[i], duplicate_of[i]);
-            for nd in &entries[i].deliveries {
-                d.7.push(status.as_str());
-                d.8.push(why.clone());
-                d.0.push(nd.id);
-                d.1.push(n.id);
-                d.2.push(nd.channel.clone());
-                d.3.push(nd.target.clone());
-                d.4.push(n.priority.rank());
-                d.5.push(n.send_at.map(ms).unwrap_or(now));
-                d.6.push(n.expires_at.map(ms));
-            }
-        }
-        if !d.0.is_empty() {
-            sqlx::query(
-                "INSERT INTO deliveries (id, notification_id, channel, target, status, last_error, priority, attempts, not_before, expires_at, created_at, updated_at) \
-                 SELECT u.id, u.nid, u.channel, u.target, u.status, u.last_error, u.priority, 0, u.not_before, u.expires_at, $8, $8 \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $9::text[], $10::text[]) \
-                   AS u(id, nid, channel, target, priority, not_before, expires_at, status, last_error)",
-            )
-            .bind(d.0)
-            .bind(d.1)
-            .bind(d.2)
-            .bind(d.3)
-            .bind(d.4)
-            .bind(d.5)
-            .bind(d.6)
-            .bind(now)
-            .bind(d.7)
-            .bind(d.8)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_deliveries(
+            &mut tx,
+            fresh.iter().map(|&i| (&entries[i], duplicate_of[i])),
+            now,
+        )
+        .await?;
         tx.commit().await?;
 
         for (i, r) in repeat_of.iter().enumerate() {
@@ -461,7 +541,7 @@ impl Store for PgStore {
         // takes a disjoint set. A lapsed lease (`sending`, lease_until past) is due again.
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM deliveries \
-             WHERE channel = ANY($1) AND status IN ('pending', 'retrying', 'sending') \
+             WHERE channel = ANY($1) AND status IN ('pending', 'retrying', 'sending') AND group_key IS NULL \
                AND (CASE WHEN status = 'sending' THEN lease_until < $2 ELSE not_before <= $2 END) \
              ORDER BY priority DESC, not_before, id LIMIT $3 \
              FOR UPDATE SKIP LOCKED",
@@ -723,11 +803,115 @@ impl Store for PgStore {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END) FROM deliveries \
-             WHERE status IN ('pending', 'retrying', 'sending')",
+             WHERE status IN ('pending', 'retrying', 'sending') AND group_key IS NULL",
         )
         .fetch_one(&self.pool)
         .await?;
         Ok(v.map(from_ms))
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        let rows = sqlx::query(PENDING_GROUPS).fetch_all(&self.pool).await?;
+        rows.iter().map(pending_group).collect()
+    }
+
+    async fn flush_group(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        targets: &DigestTargets<'_>,
+    ) -> Result<Flushed> {
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        // The group's row is the flush's lock: a replica that finds it taken leaves the group
+        // to the one flushing it, and whoever comes after sees it held for its interval.
+        let Some(g) = sqlx::query(
+            "SELECT * FROM delivery_groups WHERE group_key = $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            tx.rollback().await?;
+            return Ok(Flushed::Nothing);
+        };
+        let g = GroupRow::from_row(&g)?;
+        // Members past their expiry are not worth a line in a digest.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'expired', last_error = 'expired before it could be delivered', updated_at = $1 \
+             WHERE group_key = $2 AND status = 'pending' AND expires_at <= $1",
+        )
+        .bind(now_ms)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.not_before, n.body FROM deliveries d JOIN notifications n ON n.id = d.notification_id \
+             WHERE d.group_key = $1 AND d.status = 'pending' AND d.not_before <= $2 \
+             ORDER BY d.not_before, d.id LIMIT $3 \
+             FOR UPDATE OF d SKIP LOCKED",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(g.max_batch.max(1) + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let members = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("not_before")?,
+                    r.try_get("body")?,
+                ))
+            })
+            .collect::<Result<Vec<Member>>>()?;
+        let out = match flush_step(&g, members, now, targets)? {
+            FlushStep::Nothing => {
+                // Explicitly: a dropped transaction rolls back only when its connection is next
+                // used, and until then the group's lock would turn other flushes away.
+                tx.rollback().await?;
+                return Ok(Flushed::Nothing);
+            }
+            FlushStep::Release { id, held_until } => {
+                sqlx::query(
+                    "UPDATE deliveries SET group_key = NULL, not_before = $1, updated_at = $1 WHERE id = $2",
+                )
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                hold_group(&mut tx, key, held_until).await?;
+                Flushed::Released { delivery_id: id }
+            }
+            FlushStep::Digest {
+                entry,
+                members,
+                held_until,
+            } => {
+                let delivery_id = entry.deliveries[0].id;
+                write_notifications(&mut tx, std::iter::once((&*entry, None))).await?;
+                write_deliveries(&mut tx, std::iter::once((&*entry, None)), now_ms).await?;
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'aggregated', aggregated_into = $1, updated_at = $2 \
+                     WHERE id = ANY($3)",
+                )
+                .bind(delivery_id)
+                .bind(now_ms)
+                .bind(&members)
+                .execute(&mut *tx)
+                .await?;
+                hold_group(&mut tx, key, held_until).await?;
+                Flushed::Digest {
+                    notification_id: entry.notification.id,
+                    delivery_id,
+                    channel: g.channel.clone(),
+                    members: members.len(),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {

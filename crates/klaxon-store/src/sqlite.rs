@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_fallback.sql")),
     (3, include_str!("../migrations/sqlite/0003_dedup.sql")),
+    (4, include_str!("../migrations/sqlite/0004_groups.sql")),
 ];
 
 pub struct SqliteStore {
@@ -35,7 +36,7 @@ pub struct SqliteStore {
 /// that dynamic SQL be audited, and these are all static).
 macro_rules! delivery_columns {
     () => {
-        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from"
+        "id, notification_id, channel, target, status, attempts, throttled, not_before, last_error, provider_id, created_at, updated_at, delivered_at, expires_at, fallback_of, fell_back_to, budget_from, aggregated_into"
     };
 }
 
@@ -114,6 +115,11 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
             .transpose()?,
         fell_back_to: row.try_get("fell_back_to")?,
         budget_from: row.try_get::<i64, _>("budget_from")? as u32,
+        aggregated_into: row
+            .try_get::<Option<String>, _>("aggregated_into")?
+            .as_deref()
+            .map(parse_id)
+            .transpose()?,
     })
 }
 
@@ -194,6 +200,102 @@ async fn find_original(
         .transpose()
 }
 
+/// Writes new notifications with their deliveries (and the digest groups they join) in the
+/// caller's transaction, each with the original it repeats, if any: multi-row inserts, since a
+/// statement per row would cost a round trip each. Deliveries of a repeat or of a switched-off
+/// source start `suppressed` and join no group.
+async fn write_entries<'a>(
+    tx: &mut Transaction<'static, Sqlite>,
+    entries: impl Iterator<Item = (&'a NewEntry, Option<Uuid>)>,
+    now: i64,
+) -> Result<()> {
+    let fresh: Vec<(&NewEntry, Option<Uuid>)> = entries.collect();
+    for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+            "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, duplicate_of, body) VALUES ",
+            13,
+            chunk.len(),
+        )));
+        for (e, duplicate_of) in chunk {
+            let n = &e.notification;
+            let body = serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            q = q
+                .bind(id_str(n.id))
+                .bind(ms(n.created_at))
+                .bind(n.severity.as_str())
+                .bind(n.priority.as_str())
+                .bind(n.event_type.clone())
+                .bind(n.source.clone())
+                .bind(n.user_id.clone())
+                .bind(n.title.clone())
+                .bind(n.message.clone())
+                .bind(n.idempotency_key.clone())
+                // Only a notification deduplicated at all can be an original.
+                .bind(dedup_span(n).map(|(k, _, _)| k.to_string()))
+                .bind(duplicate_of.map(id_str))
+                .bind(body);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let rows: Vec<(&Notification, &NewDelivery, DeliveryStatus, Option<String>)> = fresh
+        .iter()
+        .flat_map(|(e, duplicate_of)| {
+            let (status, why) = initial_status(e, *duplicate_of);
+            e.deliveries
+                .iter()
+                .map(move |d| (&e.notification, d, status, why.clone()))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+            "INSERT INTO deliveries (id, notification_id, channel, target, status, last_error, priority, attempts, not_before, expires_at, created_at, updated_at, group_key) VALUES ",
+            13,
+            chunk.len(),
+        )));
+        for (n, d, status, why) in chunk {
+            let group = d
+                .group
+                .as_ref()
+                .filter(|_| *status == DeliveryStatus::Pending);
+            q = q
+                .bind(id_str(d.id))
+                .bind(id_str(n.id))
+                .bind(d.channel.clone())
+                .bind(d.target.clone())
+                .bind(status.as_str())
+                .bind(why.clone())
+                .bind(n.priority.rank())
+                .bind(0i64)
+                .bind(n.send_at.map(ms).unwrap_or(now))
+                .bind(n.expires_at.map(ms))
+                .bind(now)
+                .bind(now)
+                .bind(group.map(|g| g.key.clone()));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let grouped = fresh
+        .iter()
+        .filter(|(e, dup)| initial_status(e, *dup).0 == DeliveryStatus::Pending)
+        .map(|(e, _)| *e);
+    for (d, g) in new_groups(grouped) {
+        sqlx::query(
+            "INSERT INTO delivery_groups (group_key, channel, target, wait_ms, interval_ms, max_batch, label) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_key) DO NOTHING",
+        )
+        .bind(&g.key)
+        .bind(&d.channel)
+        .bind(&d.target)
+        .bind(g.wait.as_millis() as i64)
+        .bind(g.interval.as_millis() as i64)
+        .bind(g.max_batch as i64)
+        .bind(label(g))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Hands a delivery's notification to its fallback channel: new rows that point back at the one
 /// they replace, and the old row marked with where it went, in the caller's transaction.
 async fn insert_fallback(
@@ -220,6 +322,15 @@ async fn insert_fallback(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+async fn hold_group(tx: &mut Transaction<'static, Sqlite>, key: &str, until: i64) -> Result<()> {
+    sqlx::query("UPDATE delivery_groups SET held_until = ?1 WHERE group_key = ?2")
+        .bind(until)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -302,68 +413,13 @@ impl Store for SqliteStore {
             let stored = find_original(&mut tx, key, from, to).await?;
             duplicate_of[i] = pass.decide(n, stored);
         }
-        // Pass 3: multi-row inserts; a statement per row would cost a round trip each.
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, duplicate_of, body) VALUES ",
-                13,
-                chunk.len(),
-            )));
-            for &i in chunk {
-                let n = &entries[i].notification;
-                let body =
-                    serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                q = q
-                    .bind(id_str(n.id))
-                    .bind(ms(n.created_at))
-                    .bind(n.severity.as_str())
-                    .bind(n.priority.as_str())
-                    .bind(n.event_type.clone())
-                    .bind(n.source.clone())
-                    .bind(n.user_id.clone())
-                    .bind(n.title.clone())
-                    .bind(n.message.clone())
-                    .bind(n.idempotency_key.clone())
-                    // Only a notification deduplicated at all can be an original.
-                    .bind(dedup_span(n).map(|(k, _, _)| k.to_string()))
-                    .bind(duplicate_of[i].map(id_str))
-                    .bind(body);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        let rows: Vec<(&Notification, &NewDelivery, DeliveryStatus, Option<String>)> = fresh
-            .iter()
-            .flat_map(|&i| {
-                let e = &entries[i];
-                let (status, why) = initial_status(e, duplicate_of[i]);
-                e.deliveries
-                    .iter()
-                    .map(move |d| (&e.notification, d, status, why.clone()))
-            })
-            .collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO deliveries (id, notification_id, channel, target, status, last_error, priority, attempts, not_before, expires_at, created_at, updated_at) VALUES ",
-                12,
-                chunk.len(),
-            )));
-            for (n, d, status, why) in chunk {
-                q = q
-                    .bind(id_str(d.id))
-                    .bind(id_str(n.id))
-                    .bind(d.channel.clone())
-                    .bind(d.target.clone())
-                    .bind(status.as_str())
-                    .bind(why.clone())
-                    .bind(n.priority.rank())
-                    .bind(0i64)
-                    .bind(n.send_at.map(ms).unwrap_or(now))
-                    .bind(n.expires_at.map(ms))
-                    .bind(now)
-                    .bind(now);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        // Pass 3: the rows themselves.
+        write_entries(
+            &mut tx,
+            fresh.iter().map(|&i| (&entries[i], duplicate_of[i])),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         let mut out: Vec<Inserted> = out
             .into_iter()
@@ -390,7 +446,7 @@ impl Store for SqliteStore {
         for channel in &req.channels {
             let rows = sqlx::query(
                 "SELECT id, priority, not_before FROM deliveries \
-                 WHERE channel = ?1 AND status IN ('pending', 'retrying', 'sending') \
+                 WHERE channel = ?1 AND status IN ('pending', 'retrying', 'sending') AND group_key IS NULL \
                    AND (CASE WHEN status = 'sending' THEN lease_until < ?2 ELSE not_before <= ?2 END) \
                  ORDER BY priority DESC, not_before LIMIT ?3",
             )
@@ -676,11 +732,112 @@ impl Store for SqliteStore {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let v: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END) FROM deliveries \
-             WHERE status IN ('pending', 'retrying', 'sending')",
+             WHERE status IN ('pending', 'retrying', 'sending') AND group_key IS NULL",
         )
         .fetch_one(&self.reader)
         .await?;
         Ok(v.map(from_ms))
+    }
+
+    async fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        let rows = sqlx::query(PENDING_GROUPS).fetch_all(&self.reader).await?;
+        rows.iter().map(pending_group).collect()
+    }
+
+    async fn flush_group(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        targets: &DigestTargets<'_>,
+    ) -> Result<Flushed> {
+        let now_ms = ms(now);
+        // One writer: this transaction alone decides and writes, so two flushes of one group
+        // run one after the other, and the second finds it held.
+        let mut tx = self.writer.begin().await?;
+        let Some(g) = sqlx::query("SELECT * FROM delivery_groups WHERE group_key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(Flushed::Nothing);
+        };
+        let g = GroupRow::from_row(&g)?;
+        // Members past their expiry are not worth a line in a digest.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'expired', last_error = 'expired before it could be delivered', updated_at = ?1 \
+             WHERE group_key = ?2 AND group_key IS NOT NULL AND status = 'pending' AND expires_at <= ?1",
+        )
+        .bind(now_ms)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.not_before, n.body FROM deliveries d JOIN notifications n ON n.id = d.notification_id \
+             WHERE d.group_key = ?1 AND d.group_key IS NOT NULL AND d.status = 'pending' AND d.not_before <= ?2 \
+             ORDER BY d.not_before, d.id LIMIT ?3",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(g.max_batch.max(1) + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let members = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    parse_id(r.try_get("id")?)?,
+                    r.try_get("not_before")?,
+                    r.try_get("body")?,
+                ))
+            })
+            .collect::<Result<Vec<Member>>>()?;
+        let out = match flush_step(&g, members, now, targets)? {
+            FlushStep::Nothing => {
+                // Explicitly: a dropped transaction rolls back only when its connection is next
+                // used, and until then the group's lock would turn other flushes away.
+                tx.rollback().await?;
+                return Ok(Flushed::Nothing);
+            }
+            FlushStep::Release { id, held_until } => {
+                sqlx::query(
+                    "UPDATE deliveries SET group_key = NULL, not_before = ?1, updated_at = ?1 WHERE id = ?2",
+                )
+                .bind(now_ms)
+                .bind(id_str(id))
+                .execute(&mut *tx)
+                .await?;
+                hold_group(&mut tx, key, held_until).await?;
+                Flushed::Released { delivery_id: id }
+            }
+            FlushStep::Digest {
+                entry,
+                members,
+                held_until,
+            } => {
+                let delivery_id = entry.deliveries[0].id;
+                write_entries(&mut tx, std::iter::once((&*entry, None)), now_ms).await?;
+                let ids: Vec<String> = members.iter().map(|i| id_str(*i)).collect();
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'aggregated', aggregated_into = ?1, updated_at = ?2 \
+                     WHERE id IN (SELECT value FROM json_each(?3))",
+                )
+                .bind(id_str(delivery_id))
+                .bind(now_ms)
+                .bind(serde_json::to_string(&ids).unwrap_or_default())
+                .execute(&mut *tx)
+                .await?;
+                hold_group(&mut tx, key, held_until).await?;
+                Flushed::Digest {
+                    notification_id: entry.notification.id,
+                    delivery_id,
+                    channel: g.channel.clone(),
+                    members: members.len(),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>> {

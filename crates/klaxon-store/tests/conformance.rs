@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use klaxon_core::digest::Grouping;
 use klaxon_core::model::{
     Attempt, AttemptOutcome, DeliveryStatus, Notification, Priority, Severity, new_id,
 };
 use klaxon_store::{
-    ChannelPatch, ClaimRequest, Completion, Deferral, Fallback, FallbackMove, Finish, ListFilter,
-    NewDelivery, NewEntry, Store,
+    ChannelPatch, ClaimRequest, Completion, Deferral, Fallback, FallbackMove, Finish, Flushed,
+    ListFilter, NewDelivery, NewEntry, Store,
 };
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -34,6 +35,7 @@ fn entry(n: Notification, channels: &[&str]) -> NewEntry {
                 id: new_id(),
                 channel: c.to_string(),
                 target: None,
+                group: None,
             })
             .collect(),
         notification: n,
@@ -347,6 +349,10 @@ suite!(
     dedup_inside_one_batch,
     dedup_needs_a_window_and_the_same_key,
     switched_off_entries_are_stored_suppressed,
+    grouped_deliveries_wait_for_their_digest,
+    full_batches_leave_the_rest_due,
+    digest_takes_the_channels_targets,
+    concurrent_flushes_digest_each_member_once,
 );
 
 async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
@@ -867,6 +873,7 @@ fn to_channel(channel: &str, targets: &[Option<&str>]) -> Fallback {
                 id: new_id(),
                 channel: channel.into(),
                 target: t.map(String::from),
+                group: None,
             })
             .collect(),
     }
@@ -1182,4 +1189,290 @@ async fn switched_off_entries_are_stored_suppressed(store: Arc<dyn Store>) {
             && d.delivery.last_error.as_deref() == Some("source `x` is switched off")
     }));
     assert!(store.claim(claim_req(10)).await.unwrap().is_empty());
+}
+
+// ---- digest groups ----
+
+const WAIT: Duration = Duration::from_secs(2);
+const INTERVAL: Duration = Duration::from_secs(10);
+
+/// A notification whose delivery to `a` waits in group `key`.
+fn grouped(n: Notification, key: &str, max_batch: usize) -> NewEntry {
+    NewEntry {
+        deliveries: vec![NewDelivery {
+            id: new_id(),
+            channel: "a".into(),
+            target: Some("chat".into()),
+            group: Some(Grouping {
+                key: key.into(),
+                wait: WAIT,
+                interval: INTERVAL,
+                max_batch,
+                values: vec![("symbol".into(), Some(key.into()))],
+            }),
+        }],
+        notification: n,
+        suppress: None,
+    }
+}
+
+fn signal(symbol: &str, i: usize) -> Notification {
+    Notification::new(format!("BUY {symbol} #{i}"))
+        .event_type("signal.generated")
+        .data("symbol", symbol)
+        .data("action", "BUY")
+        .data("price", 100 + i)
+}
+
+/// Digest targets as a one-part channel gives them: the recipient as stored.
+static AS_STORED: fn(&str, Option<&str>, &Notification) -> Vec<Option<String>> =
+    |_, recipient, _| vec![recipient.map(String::from)];
+
+/// `d` from now, in the milliseconds the store keeps.
+fn after(d: Duration) -> chrono::DateTime<Utc> {
+    let t = Utc::now() + TimeDelta::from_std(d).unwrap();
+    chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap()
+}
+
+async fn grouped_deliveries_wait_for_their_digest(store: Arc<dyn Store>) {
+    let t0 = after(Duration::ZERO);
+    let mut entries: Vec<NewEntry> = (0..5)
+        .map(|i| grouped(signal("MNQI", i), "g1", 100))
+        .collect();
+    entries[2].notification = entries[2].notification.clone().severity(Severity::Error);
+    let members: Vec<uuid::Uuid> = entries.iter().map(|e| e.deliveries[0].id).collect();
+    store.insert(entries).await.unwrap();
+
+    // Waiting members are not claimable, and the scheduler is not woken for them.
+    assert!(store.claim(claim_req(10)).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None);
+    let groups = store.pending_groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        (groups[0].key.as_str(), groups[0].channel.as_str()),
+        ("g1", "a")
+    );
+    assert!(groups[0].due_at() >= t0 + TimeDelta::from_std(WAIT).unwrap());
+    let due = groups[0].due_at();
+
+    // Before `group_wait` nothing happens; at it, one digest takes all five.
+    let early = due - TimeDelta::milliseconds(1);
+    assert_eq!(
+        store.flush_group("g1", early, &AS_STORED).await.unwrap(),
+        Flushed::Nothing
+    );
+    let flushed = store.flush_group("g1", due, &AS_STORED).await.unwrap();
+    let Flushed::Digest {
+        notification_id,
+        delivery_id,
+        channel,
+        members: n,
+    } = flushed
+    else {
+        panic!("expected a digest, got {flushed:?}");
+    };
+    assert_eq!((channel.as_str(), n), ("a", 5));
+    let digest = store.get(notification_id).await.unwrap().unwrap();
+    let dn = &digest.notification;
+    assert_eq!(dn.event_type.as_deref(), Some("klaxon.digest"));
+    assert_eq!(dn.source, "klaxon");
+    assert_eq!(dn.severity, Severity::Error);
+    assert_eq!(dn.channels, Some(vec!["a".to_string()]));
+    assert_eq!(dn.data["count"], 5);
+    assert_eq!(dn.data["group"], serde_json::json!({"symbol": "g1"}));
+    assert_eq!(dn.data["items"].as_array().unwrap().len(), 5);
+    assert_eq!(digest.deliveries.len(), 1);
+    let dd = &digest.deliveries[0].delivery;
+    assert_eq!((dd.id, dd.target.as_deref()), (delivery_id, Some("chat")));
+    let aggregated = store
+        .list(ListFilter {
+            status: Some(DeliveryStatus::Aggregated),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for id in &members {
+        let d = aggregated
+            .iter()
+            .flat_map(|r| &r.deliveries)
+            .find(|d| d.delivery.id == *id)
+            .expect("member is aggregated");
+        assert_eq!(d.delivery.status, DeliveryStatus::Aggregated);
+        assert_eq!(d.delivery.aggregated_into, Some(delivery_id));
+    }
+    // The digest itself is an ordinary delivery, due when it was made.
+    let mut req = claim_req(10);
+    req.now = due;
+    let claimed = store.claim(req).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery.id, delivery_id);
+    assert!(store.pending_groups().await.unwrap().is_empty());
+
+    // A late member waits out the interval, and alone it goes as itself.
+    let late = grouped(signal("MNQI", 9), "g1", 100);
+    let late_id = late.deliveries[0].id;
+    store.insert(vec![late]).await.unwrap();
+    let groups = store.pending_groups().await.unwrap();
+    let held = due + TimeDelta::from_std(INTERVAL).unwrap();
+    assert_eq!(
+        groups[0].due_at(),
+        held.max(groups[0].oldest + TimeDelta::from_std(WAIT).unwrap())
+    );
+    let due = groups[0].due_at();
+    assert_eq!(
+        store
+            .flush_group("g1", due - TimeDelta::milliseconds(1), &AS_STORED)
+            .await
+            .unwrap(),
+        Flushed::Nothing
+    );
+    assert_eq!(
+        store.flush_group("g1", due, &AS_STORED).await.unwrap(),
+        Flushed::Released {
+            delivery_id: late_id
+        }
+    );
+    let mut req = claim_req(10);
+    req.now = due;
+    let claimed = store.claim(req).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery.id, late_id);
+    assert_eq!(claimed[0].delivery.aggregated_into, None);
+}
+
+async fn full_batches_leave_the_rest_due(store: Arc<dyn Store>) {
+    let entries: Vec<NewEntry> = (0..5).map(|i| grouped(signal("ES", i), "g2", 2)).collect();
+    store.insert(entries).await.unwrap();
+    let now = after(WAIT * 2);
+    let mut sizes = Vec::new();
+    // The same instant: a full batch does not hold back what it left behind …
+    loop {
+        match store.flush_group("g2", now, &AS_STORED).await.unwrap() {
+            Flushed::Digest { members, .. } => sizes.push(members),
+            Flushed::Released { .. } => sizes.push(1),
+            Flushed::Nothing => break,
+        }
+    }
+    assert_eq!(sizes, vec![2, 2, 1]);
+    // … and the last send holds the group for its interval.
+    store
+        .insert(vec![
+            grouped(signal("ES", 7), "g2", 2),
+            grouped(signal("ES", 8), "g2", 2),
+        ])
+        .await
+        .unwrap();
+    let later = after(WAIT * 3);
+    assert_eq!(
+        store.flush_group("g2", later, &AS_STORED).await.unwrap(),
+        Flushed::Nothing
+    );
+    let groups = store.pending_groups().await.unwrap();
+    assert_eq!(
+        groups[0].held_until,
+        Some(now + TimeDelta::from_std(INTERVAL).unwrap())
+    );
+}
+
+async fn digest_takes_the_channels_targets(store: Arc<dyn Store>) {
+    let entries: Vec<NewEntry> = (0..3).map(|i| grouped(signal("CL", i), "g3", 10)).collect();
+    store.insert(entries).await.unwrap();
+    // A channel that needs two parts for this digest, as Telegram does for a long one.
+    let parts = |channel: &str, recipient: Option<&str>, d: &Notification| {
+        assert_eq!((channel, recipient), ("a", Some("chat")));
+        assert_eq!(d.event_type.as_deref(), Some("klaxon.digest"));
+        vec![Some("chat#1/2".to_string()), Some("chat#2/2".to_string())]
+    };
+    let flushed = store
+        .flush_group("g3", after(WAIT * 2), &parts)
+        .await
+        .unwrap();
+    let Flushed::Digest {
+        notification_id,
+        delivery_id,
+        members,
+        ..
+    } = flushed
+    else {
+        panic!("expected a digest, got {flushed:?}");
+    };
+    assert_eq!(members, 3);
+    let rec = store.get(notification_id).await.unwrap().unwrap();
+    let targets: Vec<_> = rec
+        .deliveries
+        .iter()
+        .map(|d| d.delivery.target.clone().unwrap())
+        .collect();
+    assert_eq!(targets, ["chat#1/2", "chat#2/2"]);
+    assert_eq!(rec.deliveries[0].delivery.id, delivery_id);
+}
+
+/// Flushes racing on the same groups (two replicas, or two loops of one): every member ends
+/// in exactly one digest.
+async fn concurrent_flushes_digest_each_member_once(store: Arc<dyn Store>) {
+    race_flushes(store.clone(), store).await;
+}
+
+async fn race_flushes(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let keys = ["r1", "r2", "r3"];
+    let entries: Vec<NewEntry> = (0..90)
+        .map(|i| grouped(signal(keys[i % 3], i), keys[i % 3], 10))
+        .collect();
+    a.insert(entries).await.unwrap();
+    let now = after(WAIT * 2);
+    let flush = |store: Arc<dyn Store>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                for k in keys {
+                    if let Flushed::Digest {
+                        members,
+                        delivery_id,
+                        ..
+                    } = store.flush_group(k, now, &AS_STORED).await.unwrap()
+                    {
+                        got.push((delivery_id, members));
+                    }
+                }
+            }
+            got
+        })
+    };
+    let (ga, gb) = tokio::join!(flush(a.clone()), flush(b));
+    let digests: Vec<_> = ga.unwrap().into_iter().chain(gb.unwrap()).collect();
+    assert_eq!(
+        digests.iter().map(|d| d.1).sum::<usize>(),
+        90,
+        "{digests:?}"
+    );
+    assert_eq!(digests.len(), 9, "10 a digest: {digests:?}");
+    let rec = a
+        .list(ListFilter {
+            status: Some(DeliveryStatus::Aggregated),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut into: Vec<_> = rec
+        .iter()
+        .flat_map(|r| &r.deliveries)
+        .filter_map(|d| d.delivery.aggregated_into)
+        .collect();
+    assert_eq!(into.len(), 90);
+    into.sort();
+    into.dedup();
+    assert_eq!(into.len(), 9);
+}
+
+/// Two replicas flushing the same groups at once never digest a member twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_flush_groups_once() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.store().await;
+    let b = klaxon_store::open(&db.url).await.unwrap();
+    race_flushes(a, b).await;
 }

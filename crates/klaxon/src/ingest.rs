@@ -8,14 +8,29 @@
 
 use std::sync::Arc;
 
+use klaxon_core::digest::{Grouping, grouping};
 use klaxon_core::input::InputError;
 use klaxon_core::model::{Notification, new_id};
-use klaxon_core::route::{RouteReason, Routing};
+use klaxon_core::route::{Route, RouteReason, Routing};
 use klaxon_store::group::GroupCommitter;
 use klaxon_store::{Inserted, NewDelivery, NewEntry, StoreError};
 
 use crate::deliver::Engine;
-use crate::deliver::registry::Registry;
+use crate::deliver::registry::{Registry, Runtime};
+
+/// The digest group `n`'s deliveries on `rt` wait in, if its route groups. A digest carries
+/// neither files nor the parts of a long text: a notification that needs them on this channel
+/// (its targets are more than the channel's recipients) goes out as itself.
+fn digest_group(
+    routes: &[Route],
+    why: &RouteReason,
+    n: &Notification,
+    rt: &Runtime,
+    targets: &[Option<String>],
+) -> Option<Grouping> {
+    let group = grouping(routes, why, n, &rt.spec.name)?;
+    (targets == rt.channel.targets(&Notification::new("")).as_slice()).then_some(group)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -71,10 +86,13 @@ impl Ingest {
                     ),
                 ));
             };
-            for target in rt.channel.targets(&n) {
+            let targets = rt.channel.targets(&n);
+            let group = digest_group(&self.routing.routes, why, &n, rt, &targets);
+            for target in targets {
                 deliveries.push(NewDelivery {
                     id: new_id(),
                     channel: name.clone(),
+                    group: group.as_ref().map(|g| g.for_target(target.as_deref())),
                     target,
                 });
             }
@@ -111,6 +129,9 @@ impl Ingest {
             .iter()
             .map(|e| (e.notification.source.clone(), e.suppress.is_some()))
             .collect();
+        let grouped = entries
+            .iter()
+            .any(|e| e.deliveries.iter().any(|d| d.group.is_some()));
         let out = self.committer.submit(entries).await?;
         let events = &self.engine.events;
         for ((src, switched_off), r) in sources.into_iter().zip(&out) {
@@ -139,6 +160,9 @@ impl Ingest {
             }
         }
         self.engine.wake();
+        if grouped {
+            self.engine.wake_groups();
+        }
         Ok(out)
     }
 

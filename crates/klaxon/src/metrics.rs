@@ -62,4 +62,12 @@ fn describe() {
         "klaxon_retries_total",
         "Attempts that will be retried, by channel."
     );
+    metrics::describe_counter!(
+        "klaxon_digests_total",
+        "Digest notifications made from bursts, by channel."
+    );
+    metrics::describe_counter!(
+        "klaxon_aggregated_total",
+        "Deliveries folded into a digest, by channel."
+    );
 }

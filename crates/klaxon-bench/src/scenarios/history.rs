@@ -52,6 +52,7 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
                     id: new_id(),
                     channel: channels[k % channels.len()].into(),
                     target: None,
+                    group: None,
                 }],
                 suppress: None,
             })

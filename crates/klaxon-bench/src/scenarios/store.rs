@@ -143,6 +143,7 @@ pub fn entry(message: &str) -> NewEntry {
             id: new_id(),
             channel: "sink".into(),
             target: None,
+            group: None,
         }],
         suppress: None,
     }

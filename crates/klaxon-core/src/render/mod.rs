@@ -106,6 +106,11 @@ pub fn title(n: &Notification) -> String {
 /// `data` as (key, value) lines for display; nested objects are shown as compact JSON and
 /// empty ones skipped. Numbers get thousands separators (traders read 23,488.75 faster).
 pub fn fields(n: &Notification) -> Vec<(String, String)> {
+    // A digest's message is already the table of its items; its `data` (every item in full)
+    // is for templates and webhooks, and as lines it would only repeat the table at length.
+    if n.event_type.as_deref() == Some(crate::digest::DIGEST_EVENT) {
+        return Vec::new();
+    }
     n.data
         .iter()
         .filter(|(_, v)| !is_empty_value(v))

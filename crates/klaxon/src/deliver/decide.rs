@@ -213,6 +213,7 @@ mod tests {
             delivered_at: None,
             fallback_of: None,
             fell_back_to: None,
+            aggregated_into: None,
             budget_from: 0,
         }
     }

@@ -96,6 +96,7 @@ mod tests {
             delivered_at: None,
             fallback_of,
             fell_back_to: None,
+            aggregated_into: None,
             budget_from: 0,
         }
     }

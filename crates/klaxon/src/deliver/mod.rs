@@ -11,6 +11,7 @@
 //! - Shutdown stops claiming, lets sends in flight finish within the grace period, and hands
 //!   everything else back to the store.
 
+mod aggregate;
 pub mod decide;
 pub mod fallback;
 pub mod health;
@@ -75,6 +76,8 @@ pub struct Engine {
     limiter: Mutex<Limiter>,
     origin: Instant,
     wake: Notify,
+    /// Wakes the digest flusher (`aggregate.rs`): members of a digest group were committed.
+    groups_wake: Notify,
     slots: Arc<Semaphore>,
     completions: mpsc::Sender<Completion>,
     /// Claimed and not yet completed: handed back to the store on shutdown.
@@ -114,6 +117,7 @@ impl Engine {
             limiter: Mutex::new(Limiter::new()),
             origin: Instant::now(),
             wake: Notify::new(),
+            groups_wake: Notify::new(),
             completions: tx,
             in_flight: Mutex::new(HashSet::new()),
             tasks: TaskTracker::new(),
@@ -130,6 +134,7 @@ impl Engine {
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(write_completions(store, rx, stop_writer.clone()));
         let scheduler = tokio::spawn(engine.clone().schedule(cancel.clone()));
+        tokio::spawn(aggregate::run(engine.clone(), cancel.clone()));
         tokio::spawn(health::run(
             engine.registry.clone(),
             engine.events.clone(),
@@ -150,6 +155,12 @@ impl Engine {
     /// New work was committed: look now rather than at the next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Deliveries waiting in digest groups were committed: the flusher reckons when the next
+    /// group is due.
+    pub fn wake_groups(&self) {
+        self.groups_wake.notify_one();
     }
 
     fn mono(&self) -> Duration {
@@ -547,6 +558,7 @@ impl Engine {
                         id: klaxon_core::model::new_id(),
                         channel: name.clone(),
                         target,
+                        group: None,
                     })
                     .collect();
                 (name, deliveries)
