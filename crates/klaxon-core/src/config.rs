@@ -122,6 +122,30 @@ pub struct StoreConfig {
     pub lease: Duration,
     /// Most API requests folded into one transaction (group commit).
     pub group_commit_max: usize,
+    /// Notifications whose deliveries are all final are removed this long after their last
+    /// change, with their attempts; `"off"` keeps everything.
+    #[serde(deserialize_with = "retention")]
+    pub retention: Option<Duration>,
+}
+
+/// Default `store.retention`: a month of history (PRODUCT.md §10).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// `"off"` (or 0) or a duration.
+fn retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Off(String),
+        Secs(f64),
+    }
+    let raw = Raw::deserialize(d)?;
+    let d = match raw {
+        Raw::Off(t) if t.trim().eq_ignore_ascii_case("off") => return Ok(None),
+        Raw::Off(t) => crate::duration::parse(&t).map_err(serde::de::Error::custom)?,
+        Raw::Secs(s) => crate::duration::parse(&s.to_string()).map_err(serde::de::Error::custom)?,
+    };
+    Ok((!d.is_zero()).then_some(d))
 }
 
 impl Default for StoreConfig {
@@ -132,6 +156,7 @@ impl Default for StoreConfig {
             // process held is claimable again within this time.
             lease: Duration::from_secs(10),
             group_commit_max: 512,
+            retention: Some(DEFAULT_RETENTION),
         }
     }
 }

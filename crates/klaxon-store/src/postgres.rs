@@ -22,7 +22,28 @@ use uuid::Uuid;
 use crate::*;
 
 /// Schema versions, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (4, include_str!("../migrations/postgres/0004_inbox.sql")),
+];
+
+/// The schema versions this build applies, in order.
+pub fn schema_versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(v, _)| *v).collect()
+}
+
+/// `NOTIFY` channel: deliveries became due. Sent inside the committing transaction, so a
+/// listener hears it exactly when the rows are visible.
+const DUE_CHANNEL: &str = "klaxon_due";
+/// `NOTIFY` channel of the inbox table's insert trigger (migration 4).
+const INBOX_CHANNEL: &str = "klaxon_inbox";
+
+/// Advisory lock key of retention ("klaxop"): one replica prunes at a time.
+const PRUNE_LOCK: i64 = 0x6b6c_6178_6f70;
+
+/// Listener reconnection backoff: from 100 ms, doubling, at most 5 s.
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The advisory lock key migrations hold (any constant; "klaxon" in ASCII), so that replicas
 /// starting at once apply each migration exactly once: the second waits, then finds it done.
@@ -145,7 +166,247 @@ async fn insert_fallback(
         .execute(&mut **tx)
         .await?;
     }
+    notify_due(tx).await
+}
+
+/// Tells every listening replica that deliveries are due, when `tx` commits.
+async fn notify_due(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(DUE_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// Feeds `tx` with the store's `NOTIFY`s until the receiver is dropped. A lost connection is
+/// re-made with backoff, and after it both wake-ups are sent: what was committed meanwhile
+/// was not heard.
+async fn listen(pool: PgPool, tx: tokio::sync::mpsc::Sender<Wake>) {
+    use sqlx::postgres::PgListener;
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen_all([DUE_CHANNEL, INBOX_CHANNEL]).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = tx.closed() => return,
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot LISTEN for store wake-ups");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+                    continue;
+                }
+            }
+        };
+        backoff = LISTEN_BACKOFF_MIN;
+        // A full queue already holds a wake-up of that kind, so `try_send` loses nothing.
+        let _ = tx.try_send(Wake::Due);
+        let _ = tx.try_send(Wake::Inbox);
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                n = listener.try_recv() => n,
+            };
+            match next {
+                Ok(Some(n)) => {
+                    let wake = if n.channel() == INBOX_CHANNEL {
+                        Wake::Inbox
+                    } else {
+                        Wake::Due
+                    };
+                    let _ = tx.try_send(wake);
+                }
+                Ok(None) => {
+                    tracing::warn!("store wake-up connection lost; reconnected");
+                    let _ = tx.try_send(Wake::Due);
+                    let _ = tx.try_send(Wake::Inbox);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "store wake-up connection failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Inserts notifications and their deliveries in the caller's transaction (the API's group
+/// commit, or an inbox round that deletes its rows in the same one).
+// The tuples are the UNNEST column arrays, one vector per column.
+#[allow(clippy::type_complexity)]
+async fn insert_in(
+    tx: &mut Transaction<'static, Postgres>,
+    entries: Vec<NewEntry>,
+) -> Result<Vec<Inserted>> {
+    let now = ms(Utc::now());
+    // Repeats of a key within this batch answer with the batch's first entry of that key.
+    let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+    let mut repeat_of: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+    let mut candidates: Vec<usize> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        match e.notification.idempotency_key.as_deref() {
+            Some(key) => {
+                if let Some(&j) = first_in_batch.get(key) {
+                    repeat_of.push(Some(j));
+                } else {
+                    first_in_batch.insert(key, i);
+                    candidates.push(i);
+                    repeat_of.push(None);
+                }
+            }
+            None => {
+                candidates.push(i);
+                repeat_of.push(None);
+            }
+        }
+    }
+
+    // All notifications in one statement; a key already stored (by anyone, committed
+    // before or racing with this transaction) makes its row a no-op, not an error.
+    // Rows go in key order: two replicas inserting overlapping keys then wait on each other
+    // in the same order, never in a cycle (which PostgreSQL would break with an error).
+    let mut order = candidates.clone();
+    order.sort_by(|&x, &y| {
+        let key = |i: usize| entries[i].notification.idempotency_key.as_deref();
+        key(x).cmp(&key(y))
+    });
+    let mut cols: (
+        Vec<Uuid>,
+        Vec<i64>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        Vec<Option<String>>,
+        Vec<String>,
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+        Vec<String>,
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+        Vec<String>,
+    ) = Default::default();
+    for &i in &order {
+        let n = &entries[i].notification;
+        cols.0.push(n.id);
+        cols.1.push(ms(n.created_at));
+        cols.2.push(n.severity.as_str());
+        cols.3.push(n.priority.as_str());
+        cols.4.push(n.event_type.clone());
+        cols.5.push(n.source.clone());
+        cols.6.push(n.user_id.clone());
+        cols.7.push(n.title.clone());
+        cols.8.push(n.message.clone());
+        cols.9.push(n.idempotency_key.clone());
+        cols.10.push(n.dedup_key.clone());
+        cols.11
+            .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+    }
+    let inserted: std::collections::HashSet<Uuid> = if candidates.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar(
+            "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
+             SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING id",
+        )
+        .bind(cols.0)
+        .bind(cols.1)
+        .bind(cols.2)
+        .bind(cols.3)
+        .bind(cols.4)
+        .bind(cols.5)
+        .bind(cols.6)
+        .bind(cols.7)
+        .bind(cols.8)
+        .bind(cols.9)
+        .bind(cols.10)
+        .bind(cols.11)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+
+    let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
+    let mut fresh: Vec<usize> = Vec::with_capacity(inserted.len());
+    for &i in &candidates {
+        let e = &entries[i];
+        if inserted.contains(&e.notification.id) {
+            fresh.push(i);
+            out[i] = Some(summary(e));
+        } else {
+            let key = e.notification.idempotency_key.as_deref().ok_or_else(|| {
+                StoreError::Corrupt(format!("notification {} was not stored", e.notification.id))
+            })?;
+            out[i] = Some(existing(tx, key).await?.ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "idempotency key `{key}` conflicted but its row is gone"
+                ))
+            })?);
+        }
+    }
+
+    let mut d: (
+        Vec<Uuid>,
+        Vec<Uuid>,
+        Vec<String>,
+        Vec<Option<String>>,
+        Vec<i64>,
+        Vec<i64>,
+        Vec<Option<i64>>,
+    ) = Default::default();
+    for &i in &fresh {
+        let n = &entries[i].notification;
+        for nd in &entries[i].deliveries {
+            d.0.push(nd.id);
+            d.1.push(n.id);
+            d.2.push(nd.channel.clone());
+            d.3.push(nd.target.clone());
+            d.4.push(n.priority.rank());
+            d.5.push(n.send_at.map(ms).unwrap_or(now));
+            d.6.push(n.expires_at.map(ms));
+        }
+    }
+    if !d.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) \
+             SELECT u.id, u.nid, u.channel, u.target, 'pending', u.priority, 0, u.not_before, u.expires_at, $8, $8 \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
+               AS u(id, nid, channel, target, priority, not_before, expires_at)",
+        )
+        .bind(d.0)
+        .bind(d.1)
+        .bind(d.2)
+        .bind(d.3)
+        .bind(d.4)
+        .bind(d.5)
+        .bind(d.6)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        notify_due(tx).await?;
+    }
+
+    for (i, r) in repeat_of.iter().enumerate() {
+        if let Some(j) = *r {
+            out[i] = out[j].clone().map(|o| Inserted {
+                duplicate: true,
+                ..o
+            });
+        }
+    }
+    out.into_iter()
+        .zip(&entries)
+        .map(|(o, e)| o.unwrap_or_else(|| summary(e)))
+        .map(Ok)
+        .collect()
 }
 
 #[async_trait]
@@ -194,172 +455,10 @@ impl Store for PgStore {
     }
 
     async fn insert(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>> {
-        let now = ms(Utc::now());
         let mut tx = self.pool.begin().await?;
-        // Repeats of a key within this batch answer with the batch's first entry of that key.
-        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
-        let mut repeat_of: Vec<Option<usize>> = Vec::with_capacity(entries.len());
-        let mut candidates: Vec<usize> = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            match e.notification.idempotency_key.as_deref() {
-                Some(key) => {
-                    if let Some(&j) = first_in_batch.get(key) {
-                        repeat_of.push(Some(j));
-                    } else {
-                        first_in_batch.insert(key, i);
-                        candidates.push(i);
-                        repeat_of.push(None);
-                    }
-                }
-                None => {
-                    candidates.push(i);
-                    repeat_of.push(None);
-                }
-            }
-        }
-
-        // All notifications in one statement; a key already stored (by anyone, committed
-        // before or racing with this transaction) makes its row a no-op, not an error.
-        // Rows go in key order: two replicas inserting overlapping keys then wait on each other
-        // in the same order, never in a cycle (which PostgreSQL would break with an error).
-        let mut order = candidates.clone();
-        order.sort_by(|&x, &y| {
-            let key = |i: usize| entries[i].notification.idempotency_key.as_deref();
-            key(x).cmp(&key(y))
-        });
-        let mut cols: (
-            Vec<Uuid>,
-            Vec<i64>,
-            Vec<&'static str>,
-            Vec<&'static str>,
-            Vec<Option<String>>,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<Option<String>>,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<Option<String>>,
-            Vec<String>,
-        ) = Default::default();
-        for &i in &order {
-            let n = &entries[i].notification;
-            cols.0.push(n.id);
-            cols.1.push(ms(n.created_at));
-            cols.2.push(n.severity.as_str());
-            cols.3.push(n.priority.as_str());
-            cols.4.push(n.event_type.clone());
-            cols.5.push(n.source.clone());
-            cols.6.push(n.user_id.clone());
-            cols.7.push(n.title.clone());
-            cols.8.push(n.message.clone());
-            cols.9.push(n.idempotency_key.clone());
-            cols.10.push(n.dedup_key.clone());
-            cols.11
-                .push(serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        }
-        let inserted: std::collections::HashSet<Uuid> = if candidates.is_empty() {
-            Default::default()
-        } else {
-            sqlx::query_scalar(
-                "INSERT INTO notifications (id, created_at, severity, priority, event_type, source, user_id, title, message, idempotency_key, dedup_key, body) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                 RETURNING id",
-            )
-            .bind(cols.0)
-            .bind(cols.1)
-            .bind(cols.2)
-            .bind(cols.3)
-            .bind(cols.4)
-            .bind(cols.5)
-            .bind(cols.6)
-            .bind(cols.7)
-            .bind(cols.8)
-            .bind(cols.9)
-            .bind(cols.10)
-            .bind(cols.11)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-
-        let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
-        let mut fresh: Vec<usize> = Vec::with_capacity(inserted.len());
-        for &i in &candidates {
-            let e = &entries[i];
-            if inserted.contains(&e.notification.id) {
-                fresh.push(i);
-                out[i] = Some(summary(e));
-            } else {
-                let key = e.notification.idempotency_key.as_deref().ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "notification {} was not stored",
-                        e.notification.id
-                    ))
-                })?;
-                out[i] = Some(existing(&mut tx, key).await?.ok_or_else(|| {
-                    StoreError::Unavailable(format!(
-                        "idempotency key `{key}` conflicted but its row is gone"
-                    ))
-                })?);
-            }
-        }
-
-        let mut d: (
-            Vec<Uuid>,
-            Vec<Uuid>,
-            Vec<String>,
-            Vec<Option<String>>,
-            Vec<i64>,
-            Vec<i64>,
-            Vec<Option<i64>>,
-        ) = Default::default();
-        for &i in &fresh {
-            let n = &entries[i].notification;
-            for nd in &entries[i].deliveries {
-                d.0.push(nd.id);
-                d.1.push(n.id);
-                d.2.push(nd.channel.clone());
-                d.3.push(nd.target.clone());
-                d.4.push(n.priority.rank());
-                d.5.push(n.send_at.map(ms).unwrap_or(now));
-                d.6.push(n.expires_at.map(ms));
-            }
-        }
-        if !d.0.is_empty() {
-            sqlx::query(
-                "INSERT INTO deliveries (id, notification_id, channel, target, status, priority, attempts, not_before, expires_at, created_at, updated_at) \
-                 SELECT u.id, u.nid, u.channel, u.target, 'pending', u.priority, 0, u.not_before, u.expires_at, $8, $8 \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) \
-                   AS u(id, nid, channel, target, priority, not_before, expires_at)",
-            )
-            .bind(d.0)
-            .bind(d.1)
-            .bind(d.2)
-            .bind(d.3)
-            .bind(d.4)
-            .bind(d.5)
-            .bind(d.6)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let out = insert_in(&mut tx, entries).await?;
         tx.commit().await?;
-
-        for (i, r) in repeat_of.iter().enumerate() {
-            if let Some(j) = *r {
-                out[i] = out[j].clone().map(|o| Inserted {
-                    duplicate: true,
-                    ..o
-                });
-            }
-        }
-        out.into_iter()
-            .zip(&entries)
-            .map(|(o, e)| o.unwrap_or_else(|| summary(e)))
-            .map(Ok)
-            .collect()
+        Ok(out)
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -526,6 +625,9 @@ impl Store for PgStore {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
+        if !rows.is_empty() {
+            self.notify_due().await?;
+        }
         Ok(rows)
     }
 
@@ -545,6 +647,9 @@ impl Store for PgStore {
         .bind(ms(Utc::now()))
         .execute(&self.pool)
         .await?;
+        if r.rows_affected() > 0 {
+            self.notify_due().await?;
+        }
         Ok(r.rows_affected())
     }
 
@@ -783,6 +888,97 @@ impl Store for PgStore {
         rows.iter().map(state_from_row).collect()
     }
 
+    async fn prune(&self, before: DateTime<Utc>, batch: usize, dry_run: bool) -> Result<Pruned> {
+        let cutoff = ms(before);
+        if dry_run {
+            return self.prune_counts(cutoff).await;
+        }
+        // A session lock on a connection kept for the run: replicas pruning at once would only
+        // fight over the same rows. A replica that dies mid-run closes its connection, which
+        // releases the lock.
+        let mut lock = self.pool.acquire().await?;
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PRUNE_LOCK)
+            .fetch_one(&mut *lock)
+            .await?;
+        if !mine {
+            return Ok(Pruned::default());
+        }
+        let out = self.prune_batches(cutoff, batch).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PRUNE_LOCK)
+            .execute(&mut *lock)
+            .await?;
+        out
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::Receiver<Wake>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(listen(self.pool.clone(), tx));
+        Some(rx)
+    }
+
+    fn has_inbox(&self) -> bool {
+        true
+    }
+
+    async fn take_inbox(&self, limit: usize, plan: &InboxPlan) -> Result<InboxRound> {
+        let mut tx = self.pool.begin().await?;
+        // Rows another replica is taking are skipped: each row is taken by one transaction,
+        // and its notification commits together with the row's deletion.
+        let rows = sqlx::query(
+            "SELECT id, payload FROM klaxon_inbox WHERE error IS NULL ORDER BY id LIMIT $1 \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit.max(1) as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut round = InboxRound {
+            taken: rows.len(),
+            ..InboxRound::default()
+        };
+        if rows.is_empty() {
+            return Ok(round);
+        }
+        let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let payload: serde_json::Value = r.try_get("payload")?;
+            match plan(payload) {
+                Ok(e) => {
+                    done.push(id);
+                    entries.push(e);
+                }
+                Err(reason) => round.rejected.push((id, reason)),
+            }
+        }
+        let sources: Vec<String> = entries
+            .iter()
+            .map(|e| e.notification.source.clone())
+            .collect();
+        let inserted = insert_in(&mut tx, entries).await?;
+        round.inserted = sources.into_iter().zip(inserted).collect();
+        if !round.rejected.is_empty() {
+            // Kept with the reason, never retried: a payload does not get better by waiting.
+            let (ids, reasons): (Vec<i64>, Vec<String>) = round.rejected.iter().cloned().unzip();
+            sqlx::query(
+                "UPDATE klaxon_inbox i SET error = u.reason, failed_at = now() \
+                 FROM UNNEST($1::int8[], $2::text[]) AS u(id, reason) WHERE i.id = u.id",
+            )
+            .bind(ids)
+            .bind(reasons)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM klaxon_inbox WHERE id = ANY($1)")
+            .bind(&done)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(round)
+    }
+
     async fn patch_channel(&self, channel: &str, p: ChannelPatch) -> Result<ChannelState> {
         let now = ms(Utc::now());
         let mut tx = self.pool.begin().await?;
@@ -821,6 +1017,94 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         state_from_row(&row)
+    }
+}
+
+impl PgStore {
+    /// `NOTIFY` after a change committed outside a transaction of ours.
+    async fn notify_due(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(DUE_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_counts(&self, cutoff: i64) -> Result<Pruned> {
+        let row = sqlx::query(concat!(
+            "SELECT (SELECT COUNT(*) FROM notifications n WHERE ",
+            prunable!("$1"),
+            ") AS n, (SELECT COUNT(*) FROM deliveries d2 JOIN notifications n ON n.id = d2.notification_id WHERE ",
+            prunable!("$1"),
+            ") AS d, (SELECT COUNT(*) FROM attempts a JOIN deliveries d2 ON d2.id = a.delivery_id \
+               JOIN notifications n ON n.id = d2.notification_id WHERE ",
+            prunable!("$1"),
+            ") AS a"
+        ))
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Pruned {
+            notifications: row.try_get::<i64, _>("n")? as u64,
+            deliveries: row.try_get::<i64, _>("d")? as u64,
+            attempts: row.try_get::<i64, _>("a")? as u64,
+            ran: true,
+        })
+    }
+
+    async fn prune_batches(&self, cutoff: i64, batch: usize) -> Result<Pruned> {
+        let mut total = Pruned {
+            ran: true,
+            ..Pruned::default()
+        };
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let ids: Vec<Uuid> = sqlx::query_scalar(concat!(
+                "SELECT n.id FROM notifications n WHERE ",
+                prunable!("$1"),
+                " ORDER BY n.created_at LIMIT $2"
+            ))
+            .bind(cutoff)
+            .bind(batch.max(1) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            // Final and unchanged since before the cutoff is checked again at delete time: an
+            // operator may have requeued a dead letter since the select.
+            let attempts = sqlx::query(concat!(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE ",
+                "notification_id = ANY($1) AND status NOT IN ('pending', 'retrying', 'sending') AND updated_at < $2",
+                ")"
+            ))
+            .bind(&ids)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            let deliveries = sqlx::query(concat!(
+                "DELETE FROM deliveries WHERE ",
+                "notification_id = ANY($1) AND status NOT IN ('pending', 'retrying', 'sending') AND updated_at < $2"
+            ))
+            .bind(&ids)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            let notifications = sqlx::query(
+                "DELETE FROM notifications n WHERE n.id = ANY($1) \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id)",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            total.attempts += attempts.rows_affected();
+            total.deliveries += deliveries.rows_affected();
+            total.notifications += notifications.rows_affected();
+            if ids.len() < batch.max(1) {
+                return Ok(total);
+            }
+        }
     }
 }
 
