@@ -97,8 +97,15 @@ impl Ingest {
             .map(|e| e.notification.source.clone())
             .collect();
         let out = self.committer.submit(entries).await?;
+        self.accepted(sources.into_iter().zip(&out));
+        Ok(out)
+    }
+
+    /// Counts and announces committed notifications (by source) and wakes the engine: what
+    /// every way in does once its notifications are in the store.
+    pub fn accepted<'a>(&self, committed: impl IntoIterator<Item = (String, &'a Inserted)>) {
         let events = &self.engine.events;
-        for (src, r) in sources.into_iter().zip(&out) {
+        for (src, r) in committed {
             if !r.duplicate {
                 metrics::counter!("klaxon_notifications_received_total", "source" => src)
                     .increment(1);
@@ -112,7 +119,6 @@ impl Ingest {
             }
         }
         self.engine.wake();
-        Ok(out)
     }
 
     pub async fn submit(&self, n: Notification) -> Result<Inserted, IngestError> {

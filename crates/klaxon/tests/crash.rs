@@ -3,58 +3,24 @@
 //! the same `webhook-id`.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use klaxon_fakes::FailMode;
 use klaxon_fakes::webhook::WebhookSink;
 use serde_json::{Value, json};
 
-struct Klaxon {
-    child: Child,
-    base: String,
-}
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::Binary;
 
-async fn start(db: &str, sink: &str, port: u16) -> Klaxon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_klaxon"))
-        .arg("serve")
-        .arg("--config")
-        .arg("/nonexistent/klaxon.toml")
-        .env("KLAXON_STORE_URL", db)
-        .env("KLAXON_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WEBHOOK_URL", sink)
-        .env("RUST_LOG", "warn")
-        .env_remove("TELEGRAM_BOT_TOKEN")
-        .env_remove("DISCORD_WEBHOOK_URL")
-        .env_remove("NOTIFICATION_CHANNELS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the klaxon binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Klaxon { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("klaxon did not become ready");
+async fn start(db: &str, sink: &str, port: u16) -> Binary {
+    Binary::serve(
+        &[],
+        &[("KLAXON_STORE_URL", db), ("WEBHOOK_URL", sink)],
+        port,
+    )
+    .await
 }
 
 /// Posts batches until stopped; returns the ids the server accepted (answered 202).
@@ -97,7 +63,7 @@ async fn sigkill_under_load_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
     let hook = sink.url().replacen("http://", "json://", 1) + "/in";
-    let port = free_port();
+    let port = common::free_port();
     let mut accepted: Vec<String> = Vec::new();
     for round in 0..4 {
         let mut k = start(&db, &hook, port).await;
@@ -105,8 +71,7 @@ async fn sigkill_under_load_loses_nothing() {
         // Stop while requests are being answered and deliveries are in flight.
         tokio::time::sleep(Duration::from_millis(300 + round as u64 * 150)).await;
         if round < 3 {
-            k.child.kill().unwrap();
-            k.child.wait().unwrap();
+            k.kill();
         } else {
             // SIGTERM: intake stops, sends in flight finish, the rest is handed back; exit 0.
             let pid = k.child.id().to_string();
@@ -166,7 +131,5 @@ async fn sigkill_under_load_loses_nothing() {
         want.len(),
         received.len()
     );
-    let mut child = k.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(k);
 }

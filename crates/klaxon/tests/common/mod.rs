@@ -180,3 +180,70 @@ pub async fn wait_received(sink: &klaxon_fakes::webhook::WebhookSink, n: usize) 
 pub fn crypto() {
     klaxon::app::install_crypto();
 }
+
+/// The real `klaxon` binary as a child process: `serve` on a port of its own, configured from
+/// the environment only (plus `env`), with every well-known channel variable cleared.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Binary {
+    /// Starts `klaxon serve ARGS…` and waits until `/ready` answers 200.
+    pub async fn serve(args: &[&str], env: &[(&str, &str)], port: u16) -> Binary {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_klaxon"));
+        cmd.arg("serve")
+            .args(args)
+            .arg("--config")
+            .arg("/nonexistent/klaxon.toml")
+            .env("KLAXON_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("DISCORD_WEBHOOK_URL")
+            .env_remove("NOTIFICATION_CHANNELS")
+            .env_remove("KLAXON_ROLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the klaxon binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if http
+                .get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Binary { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("klaxon did not become ready");
+    }
+
+    /// SIGKILL: no shutdown at all, as in a crash.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
