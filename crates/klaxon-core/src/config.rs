@@ -1328,6 +1328,26 @@ silent = true
         let err = Config::load(Some(text), &env(&[])).unwrap_err();
         assert_eq!(err.0[0].key, "routes[0].max_batch");
     }
+
+    #[test]
+    fn store_retention_is_a_month_by_default_and_can_be_off() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.store.retention, Some(DEFAULT_RETENTION));
+        let c = Config::load(Some("[store]\nretention = \"7d\"\n"), &env(&[])).unwrap();
+        assert_eq!(c.store.retention, Some(Duration::from_secs(7 * 86_400)));
+        for off in ["\"off\"", "0"] {
+            let text = format!("[store]\nretention = {off}\n");
+            assert_eq!(
+                Config::load(Some(&text), &env(&[]))
+                    .unwrap()
+                    .store
+                    .retention,
+                None
+            );
+        }
+        let e = Config::load(Some("[store]\nretention = \"soon\"\n"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("store.retention"), "{e}");
+    }
 }
 
 #[cfg(test)]
