@@ -169,6 +169,78 @@ async fn insert_fallback(
     notify_due(tx).await
 }
 
+/// Records attempts and outcomes of deliveries that appear once each in `group`.
+async fn complete_group(
+    tx: &mut Transaction<'static, Postgres>,
+    group: &[&Completion],
+    now: i64,
+) -> Result<()> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = group.iter().map(|c| c.attempt.delivery_id).collect();
+    let numbers: Vec<i64> = group.iter().map(|c| c.attempt.number as i64).collect();
+    let errors: Vec<Option<String>> = group.iter().map(|c| c.attempt.error.clone()).collect();
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, outcome, status_code, error, latency_ms) \
+         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::int8[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&numbers)
+    .bind(group.iter().map(|c| ms(c.attempt.started_at)).collect::<Vec<_>>())
+    .bind(group.iter().map(|c| c.attempt.outcome.as_str()).collect::<Vec<_>>())
+    .bind(
+        group
+            .iter()
+            .map(|c| c.attempt.status_code.map(i64::from))
+            .collect::<Vec<_>>(),
+    )
+    .bind(&errors)
+    .bind(group.iter().map(|c| c.attempt.latency_ms as i64).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    // Only rows this worker still holds: a lost lease means another worker has the row, and
+    // its outcome decides.
+    let updated: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "UPDATE deliveries d SET status = u.status, attempts = GREATEST(d.attempts, u.number), \
+           throttled = d.throttled + u.throttled, not_before = COALESCE(u.not_before, d.not_before), \
+           last_error = COALESCE(u.error, d.last_error), provider_id = COALESCE(u.provider_id, d.provider_id), \
+           delivered_at = COALESCE(u.delivered_at, d.delivered_at), \
+           lease_until = NULL, lease_owner = NULL, updated_at = $9 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int8[]) \
+           AS u(id, status, number, not_before, error, provider_id, delivered_at, throttled) \
+         WHERE d.id = u.id AND d.status = 'sending' \
+         RETURNING d.id",
+    )
+    .bind(&ids)
+    .bind(group.iter().map(|c| c.status.as_str()).collect::<Vec<_>>())
+    .bind(&numbers)
+    .bind(group.iter().map(|c| c.not_before.map(ms)).collect::<Vec<_>>())
+    .bind(&errors)
+    .bind(group.iter().map(|c| c.provider_id.clone()).collect::<Vec<_>>())
+    .bind(
+        group
+            .iter()
+            .map(|c| (c.status == DeliveryStatus::Delivered).then_some(now))
+            .collect::<Vec<_>>(),
+    )
+    .bind(group.iter().map(|c| c.throttled as i64).collect::<Vec<_>>())
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    for c in group {
+        if let Some(f) = &c.fallback
+            && updated.contains(&c.attempt.delivery_id)
+        {
+            insert_fallback(tx, c.attempt.delivery_id, f, now).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Tells every listening replica that deliveries are due, when `tx` commits.
 async fn notify_due(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
@@ -566,48 +638,22 @@ impl Store for PgStore {
         }
         let now = ms(Utc::now());
         let mut tx = self.pool.begin().await?;
+        // Two statements a group rather than two a row: the completion writer must keep up
+        // with every replica's sends, and a crashed replica re-sends what it had not recorded.
+        // A delivery twice in one batch (re-claimed after a lost lease) splits it, so each
+        // statement sees a delivery once and the first outcome decides, as row by row would.
+        let mut group: Vec<&Completion> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for c in &done {
-            let a = &c.attempt;
-            sqlx::query(
-                "INSERT INTO attempts (delivery_id, number, started_at, outcome, status_code, error, latency_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(a.delivery_id)
-            .bind(a.number as i64)
-            .bind(ms(a.started_at))
-            .bind(a.outcome.as_str())
-            .bind(a.status_code.map(i64::from))
-            .bind(&a.error)
-            .bind(a.latency_ms as i64)
-            .execute(&mut *tx)
-            .await?;
-            let delivered = (c.status == DeliveryStatus::Delivered).then_some(now);
-            let updated = sqlx::query(
-                "UPDATE deliveries SET status = $1, attempts = GREATEST(attempts, $2), throttled = throttled + $9, \
-                 not_before = COALESCE($3, not_before), last_error = COALESCE($4, last_error), \
-                 provider_id = COALESCE($5, provider_id), delivered_at = COALESCE($6, delivered_at), \
-                 lease_until = NULL, lease_owner = NULL, updated_at = $7 \
-                 WHERE id = $8 AND status = 'sending'",
-            )
-            .bind(c.status.as_str())
-            .bind(a.number as i64)
-            .bind(c.not_before.map(ms))
-            .bind(&a.error)
-            .bind(&c.provider_id)
-            .bind(delivered)
-            .bind(now)
-            .bind(a.delivery_id)
-            .bind(c.throttled as i64)
-            .execute(&mut *tx)
-            .await?;
-            // Only when this worker still held the row: a lost lease means another worker has
-            // it, and its outcome decides.
-            if let Some(f) = &c.fallback
-                && updated.rows_affected() == 1
-            {
-                insert_fallback(&mut tx, a.delivery_id, f, now).await?;
+            if !seen.insert(c.attempt.delivery_id) {
+                complete_group(&mut tx, &group, now).await?;
+                group.clear();
+                seen.clear();
+                seen.insert(c.attempt.delivery_id);
             }
+            group.push(c);
         }
+        complete_group(&mut tx, &group, now).await?;
         tx.commit().await?;
         Ok(())
     }
