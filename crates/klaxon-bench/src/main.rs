@@ -64,6 +64,8 @@ enum Scenario {
     Process,
     /// 8: history queries (dashboard, dead letters, depth) with 100,000 notifications.
     History,
+    /// 9: delivered/s of 1, 2 and 3 worker processes on PostgreSQL (KLAXON_TEST_DATABASE_URL).
+    Replicas,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -130,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::History) {
         let r = scenarios::history::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Replicas) {
+        let r = scenarios::replicas::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

@@ -6,10 +6,12 @@
 //! - [`delivery`]: 5, accept → delivered latency and delivered/s.
 //! - [`notifier`]: 6, `Notifier::send` against `mpsc::try_send`.
 //! - [`process`]: 7, the `klaxon` binary's start-up time and memory.
+//! - [`replicas`]: 9, delivered/s of 1, 2 and 3 worker processes on one PostgreSQL store.
 
 pub mod delivery;
 pub mod history;
 pub mod http;
 pub mod notifier;
 pub mod process;
+pub mod replicas;
 pub mod store;
