@@ -2,7 +2,7 @@
 //! SIGTERM: every accepted notification is delivered, and a notification delivered twice carries
 //! the same `webhook-id`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -91,41 +91,10 @@ async fn sigkill_under_load_loses_nothing() {
     let k = start(&db, &hook, port).await;
     let want: HashSet<String> = accepted.iter().cloned().collect();
     assert!(want.len() > 100, "the load ran: {} accepted", want.len());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let got: HashSet<String> = sink
-            .received()
-            .iter()
-            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
-            .collect();
-        if want.is_subset(&got) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} accepted notifications never delivered",
-            want.difference(&got).count()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_delivered(&sink, &want, Duration::from_secs(120)).await;
     // Repeats only with the same webhook-id.
-    let mut ids_per_notification: HashMap<String, HashSet<String>> = HashMap::new();
     let received = sink.received();
-    for r in &received {
-        let nid = r.body["id"].as_str().unwrap_or_default().to_string();
-        ids_per_notification
-            .entry(nid)
-            .or_default()
-            .insert(r.webhook_id.clone().unwrap_or_default());
-    }
-    for (nid, ids) in &ids_per_notification {
-        assert_eq!(
-            ids.len(),
-            1,
-            "notification {nid} arrived under several webhook-ids: {ids:?}"
-        );
-    }
-    let repeats = received.len() - ids_per_notification.len();
+    let repeats = common::repeats(&received);
     println!(
         "accepted {}, received {}, repeats (same webhook-id) {repeats}",
         want.len(),

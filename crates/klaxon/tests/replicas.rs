@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Binary, free_port};
 use klaxon_fakes::FailMode;
-use klaxon_fakes::webhook::{WebhookRequest, WebhookSink};
+use klaxon_fakes::webhook::WebhookSink;
 use klaxon_store::testing::PgDb;
 use serde_json::{Value, json};
 
@@ -56,47 +56,6 @@ async fn submit(bases: &[String], n: usize) -> HashSet<String> {
     accepted
 }
 
-/// Waits until every notification in `want` reached the sink (or fails after `timeout`).
-async fn wait_delivered(sink: &WebhookSink, want: &HashSet<String>, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let got: HashSet<String> = sink
-            .received()
-            .iter()
-            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
-            .collect();
-        let missing = want.difference(&got).count();
-        if missing == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} of {} accepted notifications never delivered",
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Each notification arrived under exactly one `webhook-id` (its delivery's id); returns how
-/// many requests were repeats of one already received.
-fn repeats(received: &[WebhookRequest]) -> usize {
-    let mut ids: HashMap<String, HashSet<String>> = HashMap::new();
-    for r in received {
-        ids.entry(r.body["id"].as_str().unwrap_or_default().to_string())
-            .or_default()
-            .insert(r.webhook_id.clone().unwrap_or_default());
-    }
-    for (nid, w) in &ids {
-        assert_eq!(
-            w.len(),
-            1,
-            "notification {nid} arrived under several webhook-ids: {w:?}"
-        );
-    }
-    received.len() - ids.len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_deliver_every_notification_once() {
     common::crypto();
@@ -110,11 +69,11 @@ async fn three_replicas_deliver_every_notification_once() {
     }
     let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
     let want = submit(&bases, NOTIFICATIONS).await;
-    wait_delivered(&sink, &want, Duration::from_secs(90)).await;
+    common::wait_delivered(&sink, &want, Duration::from_secs(90)).await;
     // Settled: nothing is still on its way that could arrive a second time.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = sink.received();
-    assert_eq!(repeats(&received), 0, "a delivery was sent twice");
+    assert_eq!(common::repeats(&received), 0, "a delivery was sent twice");
     assert_eq!(received.len(), NOTIFICATIONS);
 }
 
@@ -144,13 +103,13 @@ async fn a_replica_killed_midway_loses_nothing() {
     assert!(at_kill < NOTIFICATIONS, "the kill landed midway");
     sink.set_fail(FailMode::None);
     let want = submitting.await.unwrap();
-    wait_delivered(&sink, &want, Duration::from_secs(90)).await;
+    common::wait_delivered(&sink, &want, Duration::from_secs(90)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = sink.received();
     // At least once: what the victim had sent but not yet recorded when it died is sent
     // again once its lease runs out — under the same webhook-id. Nothing first sent after the
     // kill arrives twice: the survivors never send a delivery twice.
-    let again = repeats(&received);
+    let again = common::repeats(&received);
     let mut first_seen: HashMap<&str, std::time::Instant> = HashMap::new();
     for r in &received {
         let id = r.webhook_id.as_deref().unwrap_or_default();
@@ -186,7 +145,7 @@ async fn api_and_worker_roles_split_intake_and_delivery() {
     assert_eq!(sink.count(), 0, "an api replica does not deliver");
 
     let worker = replica(&db, &sink, "worker").await;
-    wait_delivered(&sink, &want, Duration::from_secs(30)).await;
+    common::wait_delivered(&sink, &want, Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{}/api/v1/notifications", worker.base))
@@ -209,6 +168,6 @@ async fn api_and_worker_roles_split_intake_and_delivery() {
     );
     // And the other way round: what reaches the API replica now is sent by the worker.
     let more = submit(std::slice::from_ref(&api.base), 10).await;
-    wait_delivered(&sink, &more, Duration::from_secs(30)).await;
-    assert_eq!(repeats(&sink.received()), 0);
+    common::wait_delivered(&sink, &more, Duration::from_secs(30)).await;
+    assert_eq!(common::repeats(&sink.received()), 0);
 }

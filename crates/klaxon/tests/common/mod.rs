@@ -247,3 +247,51 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that each notification (body `id`) arrived under exactly one `webhook-id` (its
+/// delivery's id, stable across retries and take-overs); returns how many requests repeated
+/// one already received.
+pub fn repeats(received: &[klaxon_fakes::webhook::WebhookRequest]) -> usize {
+    let mut ids: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for r in received {
+        ids.entry(r.body["id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .insert(r.webhook_id.clone().unwrap_or_default());
+    }
+    for (nid, w) in &ids {
+        assert_eq!(
+            w.len(),
+            1,
+            "notification {nid} arrived under several webhook-ids: {w:?}"
+        );
+    }
+    received.len() - ids.len()
+}
+
+/// Waits until every notification in `want` (ids the API returned) reached `sink`, matched by
+/// the webhook body's `id`, or fails after `timeout` saying how many are missing.
+pub async fn wait_delivered(
+    sink: &klaxon_fakes::webhook::WebhookSink,
+    want: &std::collections::HashSet<String>,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let got: std::collections::HashSet<String> = sink
+            .received()
+            .iter()
+            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
+            .collect();
+        let missing = want.difference(&got).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} of {} accepted notifications never delivered",
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
