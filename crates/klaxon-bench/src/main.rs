@@ -70,6 +70,8 @@ enum Scenario {
     Goodput,
     /// 11: Klaxon against Apprise, same sink.
     Apprise,
+    /// 12: delivered/s of 1, 2 and 3 worker processes on PostgreSQL (KLAXON_TEST_DATABASE_URL).
+    Replicas,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -148,6 +150,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::Apprise) {
         let r = scenarios::apprise::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Replicas) {
+        let r = scenarios::replicas::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

@@ -129,6 +129,30 @@ pub struct StoreConfig {
     pub lease: Duration,
     /// Most API requests folded into one transaction (group commit).
     pub group_commit_max: usize,
+    /// Notifications whose deliveries are all final are removed this long after their last
+    /// change, with their attempts; `"off"` keeps everything.
+    #[serde(deserialize_with = "retention")]
+    pub retention: Option<Duration>,
+}
+
+/// Default `store.retention`: a month of history (PRODUCT.md §10).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// `"off"` (or 0) or a duration.
+fn retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Off(String),
+        Secs(f64),
+    }
+    let raw = Raw::deserialize(d)?;
+    let d = match raw {
+        Raw::Off(t) if t.trim().eq_ignore_ascii_case("off") => return Ok(None),
+        Raw::Off(t) => crate::duration::parse(&t).map_err(serde::de::Error::custom)?,
+        Raw::Secs(s) => crate::duration::parse(&s.to_string()).map_err(serde::de::Error::custom)?,
+    };
+    Ok((!d.is_zero()).then_some(d))
 }
 
 impl Default for StoreConfig {
@@ -139,6 +163,7 @@ impl Default for StoreConfig {
             // process held is claimable again within this time.
             lease: Duration::from_secs(10),
             group_commit_max: 512,
+            retention: Some(DEFAULT_RETENTION),
         }
     }
 }
@@ -1643,6 +1668,26 @@ enabled = false
         let text = "[channels.a]\nurl = \"log://\"\n\n[[routes]]\nto = [\"a\"]\ngroup_by = []\nmax_batch = 1\n";
         let err = Config::load(Some(text), &env(&[])).unwrap_err();
         assert_eq!(err.0[0].key, "routes[0].max_batch");
+    }
+
+    #[test]
+    fn store_retention_is_a_month_by_default_and_can_be_off() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.store.retention, Some(DEFAULT_RETENTION));
+        let c = Config::load(Some("[store]\nretention = \"7d\"\n"), &env(&[])).unwrap();
+        assert_eq!(c.store.retention, Some(Duration::from_secs(7 * 86_400)));
+        for off in ["\"off\"", "0"] {
+            let text = format!("[store]\nretention = {off}\n");
+            assert_eq!(
+                Config::load(Some(&text), &env(&[]))
+                    .unwrap()
+                    .store
+                    .retention,
+                None
+            );
+        }
+        let e = Config::load(Some("[store]\nretention = \"soon\"\n"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("store.retention"), "{e}");
     }
 }
 

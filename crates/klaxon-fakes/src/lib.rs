@@ -16,7 +16,6 @@
 //! - [`ntfy`] — [`ntfy::FakeNtfy`], JSON and header publishing, auth, visitor limit, files, §8.
 //! - [`pushover`] — [`pushover::FakePushover`], messages (form or multipart) and user validation, §8.
 //! - [`markup`] — strict Telegram HTML / MarkdownV2 validators, also used by property tests.
-//! - [`pg`] — [`pg::TestDatabase`], a fresh PostgreSQL database per test, dropped after.
 //! - [`proxy`] — [`proxy::TcpProxy`], a TCP proxy whose line can be cut (a database going away).
 //!
 //! Every fake shares the same lifecycle (`start`, `url`, `stop`, `restart`) and the same failure
@@ -26,7 +25,6 @@
 pub mod discord;
 pub mod markup;
 pub mod ntfy;
-pub mod pg;
 pub mod proxy;
 pub mod pushover;
 pub mod slack;

@@ -13,6 +13,7 @@
 pub mod group;
 pub mod postgres;
 pub mod sqlite;
+pub mod testing;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -251,6 +252,40 @@ pub struct DepthRow {
     pub count: i64,
 }
 
+/// What another process (or this one) committed that a replica should look at now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Deliveries became due (inserted, requeued, handed to a fallback).
+    Due,
+    /// Rows arrived in the inbox table.
+    Inbox,
+}
+
+/// What retention removed, or in a dry run would remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    pub notifications: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// `false`: another replica holds the prune lock and prunes; this one did nothing.
+    pub ran: bool,
+}
+
+/// Turns one inbox payload into an entry (routing included), or says why it cannot be one.
+pub type InboxPlan =
+    dyn Fn(serde_json::Value) -> std::result::Result<NewEntry, String> + Send + Sync;
+
+/// One round of the inbox: what became notifications, and the rows that could not.
+#[derive(Debug, Clone, Default)]
+pub struct InboxRound {
+    /// Rows consumed (turned into notifications or marked bad).
+    pub taken: usize,
+    /// One per row that became a notification, with the notification's source.
+    pub inserted: Vec<(String, Inserted)>,
+    /// Rows kept with their error: (inbox id, reason).
+    pub rejected: Vec<(i64, String)>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Brings the schema up to date; safe to call at every start.
@@ -305,7 +340,43 @@ pub trait Store: Send + Sync + 'static {
     async fn depth(&self) -> Result<Vec<DepthRow>>;
     async fn channel_states(&self) -> Result<Vec<ChannelState>>;
     async fn patch_channel(&self, channel: &str, patch: ChannelPatch) -> Result<ChannelState>;
+    /// Removes notifications whose deliveries are all final and older than `before` (by their
+    /// last change), with their deliveries and attempts, `batch` notifications a transaction so
+    /// no write waits long. `dry_run` only counts.
+    async fn prune(&self, before: DateTime<Utc>, batch: usize, dry_run: bool) -> Result<Pruned>;
+    /// Wake-ups committed by other processes sharing this store (PostgreSQL `LISTEN`), fed by a
+    /// task that reconnects by itself and ends when the receiver is dropped. `None`: the store
+    /// has a single process, whose own `wake` calls suffice.
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::Receiver<Wake>> {
+        None
+    }
+    /// Whether this store has the inbox table (PostgreSQL).
+    fn has_inbox(&self) -> bool {
+        false
+    }
+    /// Takes up to `limit` inbox rows and, in one transaction, inserts what `plan` makes of
+    /// them, marks the rows it refuses with the reason, and deletes the rest; rows another
+    /// replica is taking are skipped.
+    async fn take_inbox(&self, _limit: usize, _plan: &InboxPlan) -> Result<InboxRound> {
+        Ok(InboxRound::default())
+    }
 }
+
+/// The notifications retention may remove: created before `cutoff`, and every delivery final
+/// and unchanged since before it. The same condition on both backends (`$1`/`?1` = cutoff).
+macro_rules! prunable {
+    ($p:literal) => {
+        concat!(
+            "n.created_at < ",
+            $p,
+            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id \
+               AND (d.status IN ('pending', 'retrying', 'sending') OR d.updated_at >= ",
+            $p,
+            "))"
+        )
+    };
+}
+pub(crate) use prunable;
 
 /// Opens the store a URL names.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {

@@ -26,7 +26,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_dedup.sql")),
     (3, include_str!("../migrations/postgres/0003_groups.sql")),
+    (4, include_str!("../migrations/postgres/0004_inbox.sql")),
 ];
+
+/// The schema versions this build applies, in order.
+pub fn schema_versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(v, _)| *v).collect()
+}
+
+/// `NOTIFY` channel: deliveries became due. Sent inside the committing transaction, so a
+/// listener hears it exactly when the rows are visible.
+const DUE_CHANNEL: &str = "klaxon_due";
+/// `NOTIFY` channel of the inbox table's insert trigger (migration 4).
+const INBOX_CHANNEL: &str = "klaxon_inbox";
+
+/// Advisory lock key of retention ("klaxop"): one replica prunes at a time.
+const PRUNE_LOCK: i64 = 0x6b6c_6178_6f70;
+
+/// Listener reconnection backoff: from 100 ms, doubling, at most 5 s.
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The advisory lock key migrations hold (any constant; "klaxon" in ASCII), so that replicas
 /// starting at once apply each migration exactly once: the second waits, then finds it done.
@@ -307,6 +326,14 @@ async fn write_deliveries<'a>(
     .bind(d.9)
     .execute(&mut **tx)
     .await?;
+    // Other replicas hear of claimable work at the commit (grouped rows wait for their digest).
+    let claimable = entries.iter().any(|(e, dup)| {
+        initial_status(e, *dup).0 == DeliveryStatus::Pending
+            && e.deliveries.iter().any(|nd| nd.group.is_none())
+    });
+    if claimable {
+        notify_due(tx).await?;
+    }
     // Sorted keys: two inserts of the same new groups wait on each other in one order.
     let pending = entries
         .iter()
@@ -367,7 +394,261 @@ async fn insert_fallback(
         .execute(&mut **tx)
         .await?;
     }
+    notify_due(tx).await
+}
+
+/// Records attempts and outcomes of deliveries that appear once each in `group`.
+async fn complete_group(
+    tx: &mut Transaction<'static, Postgres>,
+    group: &[&Completion],
+    now: i64,
+) -> Result<()> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = group.iter().map(|c| c.attempt.delivery_id).collect();
+    let numbers: Vec<i64> = group.iter().map(|c| c.attempt.number as i64).collect();
+    let errors: Vec<Option<String>> = group.iter().map(|c| c.attempt.error.clone()).collect();
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, outcome, status_code, error, latency_ms) \
+         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::int8[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&numbers)
+    .bind(group.iter().map(|c| ms(c.attempt.started_at)).collect::<Vec<_>>())
+    .bind(group.iter().map(|c| c.attempt.outcome.as_str()).collect::<Vec<_>>())
+    .bind(
+        group
+            .iter()
+            .map(|c| c.attempt.status_code.map(i64::from))
+            .collect::<Vec<_>>(),
+    )
+    .bind(&errors)
+    .bind(group.iter().map(|c| c.attempt.latency_ms as i64).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    // Only rows this worker still holds: a lost lease means another worker has the row, and
+    // its outcome decides.
+    let updated: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "UPDATE deliveries d SET status = u.status, attempts = GREATEST(d.attempts, u.number), \
+           throttled = d.throttled + u.throttled, not_before = COALESCE(u.not_before, d.not_before), \
+           last_error = COALESCE(u.error, d.last_error), provider_id = COALESCE(u.provider_id, d.provider_id), \
+           delivered_at = COALESCE(u.delivered_at, d.delivered_at), \
+           lease_until = NULL, lease_owner = NULL, updated_at = $9 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int8[]) \
+           AS u(id, status, number, not_before, error, provider_id, delivered_at, throttled) \
+         WHERE d.id = u.id AND d.status = 'sending' \
+         RETURNING d.id",
+    )
+    .bind(&ids)
+    .bind(group.iter().map(|c| c.status.as_str()).collect::<Vec<_>>())
+    .bind(&numbers)
+    .bind(group.iter().map(|c| c.not_before.map(ms)).collect::<Vec<_>>())
+    .bind(&errors)
+    .bind(group.iter().map(|c| c.provider_id.clone()).collect::<Vec<_>>())
+    .bind(
+        group
+            .iter()
+            .map(|c| (c.status == DeliveryStatus::Delivered).then_some(now))
+            .collect::<Vec<_>>(),
+    )
+    .bind(group.iter().map(|c| c.throttled as i64).collect::<Vec<_>>())
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    for c in group {
+        if let Some(f) = &c.fallback
+            && updated.contains(&c.attempt.delivery_id)
+        {
+            insert_fallback(tx, c.attempt.delivery_id, f, now).await?;
+        }
+    }
     Ok(())
+}
+
+/// Tells every listening replica that deliveries are due, when `tx` commits.
+async fn notify_due(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(DUE_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Feeds `tx` with the store's `NOTIFY`s until the receiver is dropped. A lost connection is
+/// re-made with backoff, and after it both wake-ups are sent: what was committed meanwhile
+/// was not heard.
+async fn listen(pool: PgPool, tx: tokio::sync::mpsc::Sender<Wake>) {
+    use sqlx::postgres::PgListener;
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen_all([DUE_CHANNEL, INBOX_CHANNEL]).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = tx.closed() => return,
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot LISTEN for store wake-ups");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+                    continue;
+                }
+            }
+        };
+        backoff = LISTEN_BACKOFF_MIN;
+        // A full queue already holds a wake-up of that kind, so `try_send` loses nothing.
+        let _ = tx.try_send(Wake::Due);
+        let _ = tx.try_send(Wake::Inbox);
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                n = listener.try_recv() => n,
+            };
+            match next {
+                Ok(Some(n)) => {
+                    let wake = if n.channel() == INBOX_CHANNEL {
+                        Wake::Inbox
+                    } else {
+                        Wake::Due
+                    };
+                    let _ = tx.try_send(wake);
+                }
+                Ok(None) => {
+                    tracing::warn!("store wake-up connection lost; reconnected");
+                    let _ = tx.try_send(Wake::Due);
+                    let _ = tx.try_send(Wake::Inbox);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "store wake-up connection failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Inserts notifications and their deliveries in the caller's transaction (the API's group
+/// commit, or an inbox round that deletes its rows in the same one).
+// The tuples are the UNNEST column arrays, one vector per column.
+#[allow(clippy::type_complexity)]
+async fn insert_in(
+    tx: &mut Transaction<'static, Postgres>,
+    entries: Vec<NewEntry>,
+) -> Result<Vec<Inserted>> {
+    let now = ms(Utc::now());
+    // Repeats of a key within this batch answer with the batch's first entry of that key.
+    let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+    let mut repeat_of: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+    let mut candidates: Vec<usize> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        match e.notification.idempotency_key.as_deref() {
+            Some(key) => {
+                if let Some(&j) = first_in_batch.get(key) {
+                    repeat_of.push(Some(j));
+                } else {
+                    first_in_batch.insert(key, i);
+                    candidates.push(i);
+                    repeat_of.push(None);
+                }
+            }
+            None => {
+                candidates.push(i);
+                repeat_of.push(None);
+            }
+        }
+    }
+
+    // Dedup: two replicas must not both take a repeat for an original. Each key's
+    // advisory lock is held to the commit, so the second waits, then sees the first's
+    // original. Locks go in key order, so two batches never wait on each other in a cycle.
+    let mut keys: Vec<&str> = candidates
+        .iter()
+        .filter_map(|&i| dedup_span(&entries[i].notification).map(|(k, _, _)| k))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(DEDUP_LOCK_CLASS)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let mut duplicate_of: Vec<Option<Uuid>> = vec![None; entries.len()];
+    let mut pass = DedupPass::default();
+    for &i in &candidates {
+        let n = &entries[i].notification;
+        let Some((key, from, to)) = dedup_span(n) else {
+            continue;
+        };
+        let stored = find_original(tx, key, from, to).await?;
+        // An original whose idempotency key turns out taken below is not stored; a repeat
+        // of it in this same batch would then point at nothing. That needs a racing
+        // replica with the same idempotency key inside one batch: rare enough to accept.
+        duplicate_of[i] = pass.decide(n, stored);
+    }
+
+    // All notifications in one statement; a key already stored (by anyone, committed
+    // before or racing with this transaction) makes its row a no-op, not an error.
+    // Rows go in key order: two replicas inserting overlapping keys then wait on each other
+    // in the same order, never in a cycle (which PostgreSQL would break with an error).
+    let mut order = candidates.clone();
+    order.sort_by(|&x, &y| {
+        let key = |i: usize| entries[i].notification.idempotency_key.as_deref();
+        key(x).cmp(&key(y))
+    });
+    let inserted =
+        write_notifications(tx, order.iter().map(|&i| (&entries[i], duplicate_of[i]))).await?;
+
+    let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
+    let mut fresh: Vec<usize> = Vec::with_capacity(inserted.len());
+    for &i in &candidates {
+        let e = &entries[i];
+        if inserted.contains(&e.notification.id) {
+            fresh.push(i);
+            out[i] = Some(summary(e, duplicate_of[i]));
+        } else {
+            let key = e.notification.idempotency_key.as_deref().ok_or_else(|| {
+                StoreError::Corrupt(format!("notification {} was not stored", e.notification.id))
+            })?;
+            out[i] = Some(existing(tx, key).await?.ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "idempotency key `{key}` conflicted but its row is gone"
+                ))
+            })?);
+        }
+    }
+
+    write_deliveries(
+        tx,
+        fresh.iter().map(|&i| (&entries[i], duplicate_of[i])),
+        now,
+    )
+    .await?;
+
+    for (i, r) in repeat_of.iter().enumerate() {
+        if let Some(j) = *r {
+            out[i] = out[j].clone().map(|o| Inserted {
+                duplicate: true,
+                ..o
+            });
+        }
+    }
+    out.into_iter()
+        .zip(&entries)
+        .map(|(o, e)| o.unwrap_or_else(|| summary(e, None)))
+        .map(Ok)
+        .collect()
 }
 
 #[async_trait]
@@ -416,118 +697,10 @@ impl Store for PgStore {
     }
 
     async fn insert(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>> {
-        let now = ms(Utc::now());
         let mut tx = self.pool.begin().await?;
-        // Repeats of a key within this batch answer with the batch's first entry of that key.
-        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
-        let mut repeat_of: Vec<Option<usize>> = Vec::with_capacity(entries.len());
-        let mut candidates: Vec<usize> = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            match e.notification.idempotency_key.as_deref() {
-                Some(key) => {
-                    if let Some(&j) = first_in_batch.get(key) {
-                        repeat_of.push(Some(j));
-                    } else {
-                        first_in_batch.insert(key, i);
-                        candidates.push(i);
-                        repeat_of.push(None);
-                    }
-                }
-                None => {
-                    candidates.push(i);
-                    repeat_of.push(None);
-                }
-            }
-        }
-
-        // Dedup: two replicas must not both take a repeat for an original. Each key's
-        // advisory lock is held to the commit, so the second waits, then sees the first's
-        // original. Locks go in key order, so two batches never wait on each other in a cycle.
-        let mut keys: Vec<&str> = candidates
-            .iter()
-            .filter_map(|&i| dedup_span(&entries[i].notification).map(|(k, _, _)| k))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(DEDUP_LOCK_CLASS)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut duplicate_of: Vec<Option<Uuid>> = vec![None; entries.len()];
-        let mut pass = DedupPass::default();
-        for &i in &candidates {
-            let n = &entries[i].notification;
-            let Some((key, from, to)) = dedup_span(n) else {
-                continue;
-            };
-            let stored = find_original(&mut tx, key, from, to).await?;
-            // An original whose idempotency key turns out taken below is not stored; a repeat
-            // of it in this same batch would then point at nothing. That needs a racing
-            // replica with the same idempotency key inside one batch: rare enough to accept.
-            duplicate_of[i] = pass.decide(n, stored);
-        }
-
-        // All notifications in one statement; a key already stored (by anyone, committed
-        // before or racing with this transaction) makes its row a no-op, not an error.
-        // Rows go in key order: two replicas inserting overlapping keys then wait on each other
-        // in the same order, never in a cycle (which PostgreSQL would break with an error).
-        let mut order = candidates.clone();
-        order.sort_by(|&x, &y| {
-            let key = |i: usize| entries[i].notification.idempotency_key.as_deref();
-            key(x).cmp(&key(y))
-        });
-        let inserted = write_notifications(
-            &mut tx,
-            order.iter().map(|&i| (&entries[i], duplicate_of[i])),
-        )
-        .await?;
-
-        let mut out: Vec<Option<Inserted>> = vec![None; entries.len()];
-        let mut fresh: Vec<usize> = Vec::with_capacity(inserted.len());
-        for &i in &candidates {
-            let e = &entries[i];
-            if inserted.contains(&e.notification.id) {
-                fresh.push(i);
-                out[i] = Some(summary(e, duplicate_of[i]));
-            } else {
-                let key = e.notification.idempotency_key.as_deref().ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "notification {} was not stored",
-                        e.notification.id
-                    ))
-                })?;
-                out[i] = Some(existing(&mut tx, key).await?.ok_or_else(|| {
-                    StoreError::Unavailable(format!(
-                        "idempotency key `{key}` conflicted but its row is gone"
-                    ))
-                })?);
-            }
-        }
-
-        write_deliveries(
-            &mut tx,
-            fresh.iter().map(|&i| (&entries[i], duplicate_of[i])),
-            now,
-        )
-        .await?;
+        let out = insert_in(&mut tx, entries).await?;
         tx.commit().await?;
-
-        for (i, r) in repeat_of.iter().enumerate() {
-            if let Some(j) = *r {
-                out[i] = out[j].clone().map(|o| Inserted {
-                    duplicate: true,
-                    ..o
-                });
-            }
-        }
-        out.into_iter()
-            .zip(&entries)
-            .map(|(o, e)| o.unwrap_or_else(|| summary(e, None)))
-            .map(Ok)
-            .collect()
+        Ok(out)
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -635,48 +808,22 @@ impl Store for PgStore {
         }
         let now = ms(Utc::now());
         let mut tx = self.pool.begin().await?;
+        // Two statements a group rather than two a row: the completion writer must keep up
+        // with every replica's sends, and a crashed replica re-sends what it had not recorded.
+        // A delivery twice in one batch (re-claimed after a lost lease) splits it, so each
+        // statement sees a delivery once and the first outcome decides, as row by row would.
+        let mut group: Vec<&Completion> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for c in &done {
-            let a = &c.attempt;
-            sqlx::query(
-                "INSERT INTO attempts (delivery_id, number, started_at, outcome, status_code, error, latency_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(a.delivery_id)
-            .bind(a.number as i64)
-            .bind(ms(a.started_at))
-            .bind(a.outcome.as_str())
-            .bind(a.status_code.map(i64::from))
-            .bind(&a.error)
-            .bind(a.latency_ms as i64)
-            .execute(&mut *tx)
-            .await?;
-            let delivered = (c.status == DeliveryStatus::Delivered).then_some(now);
-            let updated = sqlx::query(
-                "UPDATE deliveries SET status = $1, attempts = GREATEST(attempts, $2), throttled = throttled + $9, \
-                 not_before = COALESCE($3, not_before), last_error = COALESCE($4, last_error), \
-                 provider_id = COALESCE($5, provider_id), delivered_at = COALESCE($6, delivered_at), \
-                 lease_until = NULL, lease_owner = NULL, updated_at = $7 \
-                 WHERE id = $8 AND status = 'sending'",
-            )
-            .bind(c.status.as_str())
-            .bind(a.number as i64)
-            .bind(c.not_before.map(ms))
-            .bind(&a.error)
-            .bind(&c.provider_id)
-            .bind(delivered)
-            .bind(now)
-            .bind(a.delivery_id)
-            .bind(c.throttled as i64)
-            .execute(&mut *tx)
-            .await?;
-            // Only when this worker still held the row: a lost lease means another worker has
-            // it, and its outcome decides.
-            if let Some(f) = &c.fallback
-                && updated.rows_affected() == 1
-            {
-                insert_fallback(&mut tx, a.delivery_id, f, now).await?;
+            if !seen.insert(c.attempt.delivery_id) {
+                complete_group(&mut tx, &group, now).await?;
+                group.clear();
+                seen.clear();
+                seen.insert(c.attempt.delivery_id);
             }
+            group.push(c);
         }
+        complete_group(&mut tx, &group, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -694,6 +841,9 @@ impl Store for PgStore {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
+        if !rows.is_empty() {
+            self.notify_due().await?;
+        }
         Ok(rows)
     }
 
@@ -713,6 +863,9 @@ impl Store for PgStore {
         .bind(ms(Utc::now()))
         .execute(&self.pool)
         .await?;
+        if r.rows_affected() > 0 {
+            self.notify_due().await?;
+        }
         Ok(r.rows_affected())
     }
 
@@ -1078,6 +1231,97 @@ impl Store for PgStore {
         rows.iter().map(state_from_row).collect()
     }
 
+    async fn prune(&self, before: DateTime<Utc>, batch: usize, dry_run: bool) -> Result<Pruned> {
+        let cutoff = ms(before);
+        if dry_run {
+            return self.prune_counts(cutoff).await;
+        }
+        // A session lock on a connection kept for the run: replicas pruning at once would only
+        // fight over the same rows. A replica that dies mid-run closes its connection, which
+        // releases the lock.
+        let mut lock = self.pool.acquire().await?;
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PRUNE_LOCK)
+            .fetch_one(&mut *lock)
+            .await?;
+        if !mine {
+            return Ok(Pruned::default());
+        }
+        let out = self.prune_batches(cutoff, batch).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PRUNE_LOCK)
+            .execute(&mut *lock)
+            .await?;
+        out
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::Receiver<Wake>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(listen(self.pool.clone(), tx));
+        Some(rx)
+    }
+
+    fn has_inbox(&self) -> bool {
+        true
+    }
+
+    async fn take_inbox(&self, limit: usize, plan: &InboxPlan) -> Result<InboxRound> {
+        let mut tx = self.pool.begin().await?;
+        // Rows another replica is taking are skipped: each row is taken by one transaction,
+        // and its notification commits together with the row's deletion.
+        let rows = sqlx::query(
+            "SELECT id, payload FROM klaxon_inbox WHERE error IS NULL ORDER BY id LIMIT $1 \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit.max(1) as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut round = InboxRound {
+            taken: rows.len(),
+            ..InboxRound::default()
+        };
+        if rows.is_empty() {
+            return Ok(round);
+        }
+        let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let payload: serde_json::Value = r.try_get("payload")?;
+            match plan(payload) {
+                Ok(e) => {
+                    done.push(id);
+                    entries.push(e);
+                }
+                Err(reason) => round.rejected.push((id, reason)),
+            }
+        }
+        let sources: Vec<String> = entries
+            .iter()
+            .map(|e| e.notification.source.clone())
+            .collect();
+        let inserted = insert_in(&mut tx, entries).await?;
+        round.inserted = sources.into_iter().zip(inserted).collect();
+        if !round.rejected.is_empty() {
+            // Kept with the reason, never retried: a payload does not get better by waiting.
+            let (ids, reasons): (Vec<i64>, Vec<String>) = round.rejected.iter().cloned().unzip();
+            sqlx::query(
+                "UPDATE klaxon_inbox i SET error = u.reason, failed_at = now() \
+                 FROM UNNEST($1::int8[], $2::text[]) AS u(id, reason) WHERE i.id = u.id",
+            )
+            .bind(ids)
+            .bind(reasons)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM klaxon_inbox WHERE id = ANY($1)")
+            .bind(&done)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(round)
+    }
+
     async fn patch_channel(&self, channel: &str, p: ChannelPatch) -> Result<ChannelState> {
         let now = ms(Utc::now());
         let mut tx = self.pool.begin().await?;
@@ -1116,6 +1360,94 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         state_from_row(&row)
+    }
+}
+
+impl PgStore {
+    /// `NOTIFY` after a change committed outside a transaction of ours.
+    async fn notify_due(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(DUE_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_counts(&self, cutoff: i64) -> Result<Pruned> {
+        let row = sqlx::query(concat!(
+            "SELECT (SELECT COUNT(*) FROM notifications n WHERE ",
+            prunable!("$1"),
+            ") AS n, (SELECT COUNT(*) FROM deliveries d2 JOIN notifications n ON n.id = d2.notification_id WHERE ",
+            prunable!("$1"),
+            ") AS d, (SELECT COUNT(*) FROM attempts a JOIN deliveries d2 ON d2.id = a.delivery_id \
+               JOIN notifications n ON n.id = d2.notification_id WHERE ",
+            prunable!("$1"),
+            ") AS a"
+        ))
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Pruned {
+            notifications: row.try_get::<i64, _>("n")? as u64,
+            deliveries: row.try_get::<i64, _>("d")? as u64,
+            attempts: row.try_get::<i64, _>("a")? as u64,
+            ran: true,
+        })
+    }
+
+    async fn prune_batches(&self, cutoff: i64, batch: usize) -> Result<Pruned> {
+        let mut total = Pruned {
+            ran: true,
+            ..Pruned::default()
+        };
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let ids: Vec<Uuid> = sqlx::query_scalar(concat!(
+                "SELECT n.id FROM notifications n WHERE ",
+                prunable!("$1"),
+                " ORDER BY n.created_at LIMIT $2"
+            ))
+            .bind(cutoff)
+            .bind(batch.max(1) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            // Final and unchanged since before the cutoff is checked again at delete time: an
+            // operator may have requeued a dead letter since the select.
+            let attempts = sqlx::query(concat!(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE ",
+                "notification_id = ANY($1) AND status NOT IN ('pending', 'retrying', 'sending') AND updated_at < $2",
+                ")"
+            ))
+            .bind(&ids)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            let deliveries = sqlx::query(concat!(
+                "DELETE FROM deliveries WHERE ",
+                "notification_id = ANY($1) AND status NOT IN ('pending', 'retrying', 'sending') AND updated_at < $2"
+            ))
+            .bind(&ids)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            let notifications = sqlx::query(
+                "DELETE FROM notifications n WHERE n.id = ANY($1) \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id)",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            total.attempts += attempts.rows_affected();
+            total.deliveries += deliveries.rows_affected();
+            total.notifications += notifications.rows_affected();
+            if ids.len() < batch.max(1) {
+                return Ok(total);
+            }
+        }
     }
 }
 

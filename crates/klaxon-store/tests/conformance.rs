@@ -53,101 +53,14 @@ fn claim_req(limit: usize) -> ClaimRequest {
     }
 }
 
-/// A fresh PostgreSQL database for one test, dropped with this value.
-struct PgDb {
-    /// The server's URL as given (the database the test connects to for CREATE and DROP).
-    admin_url: String,
-    name: String,
-    /// The URL of the fresh database.
-    url: String,
-}
+use klaxon_store::testing::PgDb;
 
-impl PgDb {
-    /// `None` (after a notice) when no server is configured and none is required.
-    async fn create() -> Option<PgDb> {
-        use sqlx::Connection;
-        let Ok(admin_url) = std::env::var("KLAXON_TEST_DATABASE_URL") else {
-            if std::env::var("KLAXON_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("KLAXON_REQUIRE_SERVICES=1 but KLAXON_TEST_DATABASE_URL is not set");
-            }
-            eprintln!("skipped: set KLAXON_TEST_DATABASE_URL to run the PostgreSQL store tests");
-            return None;
-        };
-        let name = format!("klaxon_test_{}", new_id().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to KLAXON_TEST_DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        admin.close().await.ok();
-        let url = with_database(&admin_url, &name);
-        Some(PgDb {
-            admin_url,
-            name,
-            url,
-        })
-    }
-
-    async fn store(&self) -> Arc<dyn Store> {
-        let store = klaxon_store::open(&self.url).await.unwrap();
-        store.migrate().await.unwrap();
-        store.migrate().await.unwrap(); // idempotent
-        store
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
-        // own runtime does the DROP (FORCE: the store's pool may still hold connections).
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            use sqlx::Connection;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// `url` with its database name replaced by `name` (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-#[test]
-fn with_database_replaces_only_the_name() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
-        "postgres://postgres@127.0.0.1:5432/t1"
-    );
-    assert_eq!(
-        with_database("postgresql://u:p@h/db?sslmode=disable", "t2"),
-        "postgresql://u:p@h/t2?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
+/// A migrated store on a fresh PostgreSQL database (migrating twice: it is idempotent).
+async fn pg_store(db: &PgDb) -> Arc<dyn Store> {
+    let store = klaxon_store::open(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store
 }
 
 /// Replicas starting at once: both migrations succeed and the schema is applied once.
@@ -171,9 +84,7 @@ async fn postgres_racing_migrations_apply_once() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-    // Every migration exactly once, whatever their number (0002_dedup and later).
-    assert!(versions.len() >= 2, "{versions:?}");
-    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+    assert_eq!(versions, klaxon_store::postgres::schema_versions());
     c.close().await.ok();
 }
 
@@ -183,7 +94,7 @@ async fn postgres_replicas_claim_disjoint_sets() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let a = db.store().await;
+    let a = pg_store(&db).await;
     let b = klaxon_store::open(&db.url).await.unwrap();
     let entries: Vec<NewEntry> = (0..300)
         .map(|i| entry(Notification::new(format!("n{i}")), &["a"]))
@@ -239,7 +150,7 @@ async fn postgres_replicas_share_idempotency_keys() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let a = db.store().await;
+    let a = pg_store(&db).await;
     let b = klaxon_store::open(&db.url).await.unwrap();
     for round in 0..5 {
         let pairs = insert_racing(&a, &b, 40, |k| {
@@ -273,7 +184,7 @@ async fn postgres_replicas_share_dedup_keys() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let a = db.store().await;
+    let a = pg_store(&db).await;
     let b = klaxon_store::open(&db.url).await.unwrap();
     let t0 = Utc::now();
     for round in 0..5 {
@@ -301,6 +212,44 @@ fn deduped(key: &str, window_secs: u64) -> Notification {
     n
 }
 
+async fn next_wake(w: &mut tokio::sync::mpsc::Receiver<klaxon_store::Wake>) -> klaxon_store::Wake {
+    tokio::time::timeout(Duration::from_secs(20), w.recv())
+        .await
+        .expect("a wake-up arrives")
+        .expect("the listener runs")
+}
+
+/// Another replica hears, through LISTEN, when deliveries become due and when inbox rows
+/// arrive; a store without due work stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commits_wake_other_replicas() {
+    use klaxon_store::Wake;
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = pg_store(&db).await;
+    let b = klaxon_store::open(&db.url).await.unwrap();
+    let mut wakeups = b.wakeups().expect("PostgreSQL listens");
+    // The listener's first wake-ups (it may have missed something before it listened).
+    let mut first = vec![next_wake(&mut wakeups).await, next_wake(&mut wakeups).await];
+    first.sort_by_key(|w| *w == Wake::Inbox);
+    assert_eq!(first, [Wake::Due, Wake::Inbox]);
+
+    a.insert(vec![entry(Notification::new("m"), &["a"])])
+        .await
+        .unwrap();
+    assert_eq!(next_wake(&mut wakeups).await, Wake::Due);
+
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("INSERT INTO klaxon_inbox (payload) VALUES ('{\"message\": \"x\"}'::jsonb)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(next_wake(&mut wakeups).await, Wake::Inbox);
+    c.close().await.ok();
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -319,7 +268,7 @@ macro_rules! suite {
                     let Some(db) = super::PgDb::create().await else {
                         return;
                     };
-                    let store = db.store().await;
+                    let store = super::pg_store(&db).await;
                     super::$name(store).await;
                 }
             )*
@@ -340,6 +289,7 @@ suite!(
     priority_wins_across_channels,
     list_filters_and_cursor,
     channel_state_persists,
+    prune_removes_only_old_final_notifications,
     dead_delivery_hands_over_to_fallback,
     open_circuit_moves_to_fallback,
     lost_lease_does_not_fall_back,
@@ -1472,7 +1422,82 @@ async fn postgres_replicas_flush_groups_once() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let a = db.store().await;
+    let a = pg_store(&db).await;
     let b = klaxon_store::open(&db.url).await.unwrap();
     race_flushes(a, b).await;
+}
+
+/// Retention: notifications whose deliveries are all final go, with their deliveries and
+/// attempts, in batches; one with a delivery still waiting stays whole; a dry run counts
+/// exactly what a real run then removes.
+async fn prune_removes_only_old_final_notifications(store: Arc<dyn Store>) {
+    let done: Vec<NewEntry> = (0..5)
+        .map(|i| entry(Notification::new(format!("done {i}")), &["a"]))
+        .collect();
+    let done_ids: Vec<_> = done.iter().map(|e| e.notification.id).collect();
+    let waiting = entry(Notification::new("half"), &["a", "off"]);
+    let waiting_id = waiting.notification.id;
+    let unrouted = entry(Notification::new("no route"), &[]);
+    store
+        .insert(done.into_iter().chain([waiting, unrouted]).collect())
+        .await
+        .unwrap();
+    let mut req = claim_req(100);
+    req.channels = vec!["a".into()];
+    let claimed = store.claim(req).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    store
+        .complete(claimed.iter().map(|c| dead(c.delivery.id, None)).collect())
+        .await
+        .unwrap();
+
+    let nothing = store
+        .prune(Utc::now() - TimeDelta::hours(1), 2, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (nothing.notifications, nothing.deliveries, nothing.attempts),
+        (0, 0, 0),
+        "nothing is old enough"
+    );
+    let later = Utc::now() + TimeDelta::hours(1);
+    let counted = store.prune(later, 2, true).await.unwrap();
+    assert_eq!(
+        (counted.notifications, counted.deliveries, counted.attempts),
+        (6, 5, 5),
+        "five finished notifications and the unrouted one"
+    );
+    assert_eq!(
+        store
+            .get(done_ids[0])
+            .await
+            .unwrap()
+            .map(|r| r.deliveries.len()),
+        Some(1),
+        "a dry run changes nothing"
+    );
+    let pruned = store.prune(later, 2, false).await.unwrap();
+    assert!(pruned.ran);
+    assert_eq!(
+        (pruned.notifications, pruned.deliveries, pruned.attempts),
+        (6, 5, 5)
+    );
+    for id in &done_ids {
+        assert!(store.get(*id).await.unwrap().is_none());
+    }
+    let kept = store.get(waiting_id).await.unwrap().unwrap();
+    assert_eq!(
+        kept.deliveries.len(),
+        2,
+        "a notification still waiting stays whole"
+    );
+    assert_eq!(
+        kept.deliveries
+            .iter()
+            .map(|d| d.attempts.len())
+            .sum::<usize>(),
+        1
+    );
+    let again = store.prune(later, 2, false).await.unwrap();
+    assert_eq!(again.notifications, 0);
 }

@@ -32,6 +32,36 @@ pub struct Shared {
     pub events: crate::events::Events,
 }
 
+/// Which parts of the service a replica runs (`klaxon serve --role`), so intake and delivery
+/// scale apart on a shared PostgreSQL store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API and the ingestion sources (Redis, the inbox table); no delivery.
+    Api,
+    /// The delivery engine and retention, with only `/health`, `/ready` and `/metrics` served.
+    Worker,
+    /// Both (one process, or identical replicas).
+    #[default]
+    All,
+}
+
+impl Role {
+    /// Takes notifications in (API, Redis, inbox).
+    pub fn intake(self) -> bool {
+        self != Role::Worker
+    }
+    /// Claims and sends deliveries, and prunes.
+    pub fn delivers(self) -> bool {
+        self != Role::Api
+    }
+}
+
+/// How often retention runs (the first run a minute after start, off the start-up path).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_FIRST: Duration = Duration::from_secs(60);
+/// Notifications removed per transaction.
+pub const PRUNE_BATCH: usize = 500;
+
 pub struct Service {
     pub shared: Arc<Shared>,
     engine: EngineHandle,
@@ -39,6 +69,8 @@ pub struct Service {
     /// Ingestion beside HTTP (Redis); stopped first on shutdown, like the HTTP intake.
     sources: Vec<tokio::task::JoinHandle<()>>,
     sources_stop: tokio_util::sync::CancellationToken,
+    /// Store wake-ups and retention: aborted on shutdown (neither holds work of its own).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +86,10 @@ pub fn install_crypto() {
 
 impl Service {
     pub async fn start(config: Config) -> Result<Service, StartError> {
+        Self::start_as(config, Role::All).await
+    }
+
+    pub async fn start_as(config: Config, role: Role) -> Result<Service, StartError> {
         install_crypto();
         let metrics = crate::metrics::handle();
         let store = klaxon_store::open(&config.store.url).await?;
@@ -67,7 +103,12 @@ impl Service {
             &persisted,
             config.delivery.concurrency,
         ));
-        let engine = Engine::start(
+        let start_engine = if role.delivers() {
+            Engine::start
+        } else {
+            Engine::start_without_delivery
+        };
+        let engine = start_engine(
             store.clone(),
             registry.clone(),
             config.delivery.clone(),
@@ -103,7 +144,37 @@ impl Service {
         });
         let sources_stop = tokio_util::sync::CancellationToken::new();
         let mut sources = Vec::new();
-        if let (Some(cfg), Some(state)) = (&shared.config.redis, &shared.redis) {
+        let mut background = Vec::new();
+        let inbox_wake = Arc::new(tokio::sync::Notify::new());
+        if let Some(mut wakeups) = store.wakeups() {
+            let (engine, inbox_wake) = (shared.engine.clone(), inbox_wake.clone());
+            background.push(tokio::spawn(async move {
+                while let Some(w) = wakeups.recv().await {
+                    match w {
+                        klaxon_store::Wake::Due => engine.wake(),
+                        klaxon_store::Wake::Inbox => inbox_wake.notify_one(),
+                    }
+                }
+            }));
+        }
+        if role.intake() && store.has_inbox() {
+            sources.push(tokio::spawn(crate::inbox::run(
+                shared.clone(),
+                inbox_wake,
+                sources_stop.clone(),
+            )));
+        }
+        if role.delivers()
+            && let Some(retention) = shared.config.store.retention
+        {
+            background.push(tokio::spawn(prune_every(store.clone(), retention)));
+        }
+        let redis = if role.intake() {
+            shared.config.redis.as_ref()
+        } else {
+            None
+        };
+        if let (Some(cfg), Some(state)) = (redis, &shared.redis) {
             sources.push(tokio::spawn(crate::sources::redis(
                 cfg.clone(),
                 shared.clone(),
@@ -111,7 +182,7 @@ impl Service {
                 sources_stop.clone(),
             )));
         }
-        if let (Some(cfg), Some(state)) = (&shared.config.redis, &shared.redis_stream) {
+        if let (Some(cfg), Some(state)) = (redis, &shared.redis_stream) {
             sources.push(tokio::spawn(crate::sources::redis_stream(
                 cfg.clone(),
                 shared.clone(),
@@ -134,6 +205,7 @@ impl Service {
             gauges,
             sources,
             sources_stop,
+            background,
         })
     }
 
@@ -144,7 +216,30 @@ impl Service {
             let _ = t.await;
         }
         self.gauges.abort();
+        for t in self.background {
+            t.abort();
+        }
         self.engine.shutdown(grace).await;
+    }
+}
+
+/// Retention: removes what has been final for longer than `retention`, every `PRUNE_EVERY`.
+/// On PostgreSQL only the replica holding the prune lock does the work in a round.
+async fn prune_every(store: Arc<dyn Store>, retention: Duration) {
+    tokio::time::sleep(PRUNE_FIRST).await;
+    loop {
+        let before = Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or_default();
+        match store.prune(before, PRUNE_BATCH, false).await {
+            Ok(p) if p.ran && p.notifications > 0 => tracing::info!(
+                notifications = p.notifications,
+                deliveries = p.deliveries,
+                attempts = p.attempts,
+                "retention removed old records"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention failed; trying again next round"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
     }
 }
 

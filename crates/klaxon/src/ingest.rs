@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use klaxon_core::digest::{Grouping, grouping};
 use klaxon_core::input::InputError;
-use klaxon_core::model::{Notification, new_id};
+use klaxon_core::model::{DeliveryStatus, Notification, new_id};
 use klaxon_core::route::{Route, RouteReason, Routing};
 use klaxon_store::group::GroupCommitter;
 use klaxon_store::{Inserted, NewDelivery, NewEntry, StoreError};
@@ -125,22 +125,37 @@ impl Ingest {
     /// Commits planned entries (one transaction with whatever else is waiting) and wakes the
     /// engine.
     pub async fn commit(&self, entries: Vec<NewEntry>) -> Result<Vec<Inserted>, StoreError> {
-        let sources: Vec<(String, bool)> = entries
+        let sources: Vec<String> = entries
             .iter()
-            .map(|e| (e.notification.source.clone(), e.suppress.is_some()))
+            .map(|e| e.notification.source.clone())
             .collect();
         let grouped = entries
             .iter()
             .any(|e| e.deliveries.iter().any(|d| d.group.is_some()));
         let out = self.committer.submit(entries).await?;
+        self.accepted(sources.into_iter().zip(&out));
+        if grouped {
+            self.engine.wake_groups();
+        }
+        Ok(out)
+    }
+
+    /// Counts and announces committed notifications (by source) and wakes the engine: what
+    /// every way in does once its notifications are in the store.
+    pub fn accepted<'a>(&self, committed: impl IntoIterator<Item = (String, &'a Inserted)>) {
         let events = &self.engine.events;
-        for ((src, switched_off), r) in sources.into_iter().zip(&out) {
+        for (src, r) in committed {
             if !r.duplicate {
-                // Why nothing was sent is worth a graph: a muted source or a noisy repeat.
-                let suppressed = if switched_off {
-                    Some("switched_off")
-                } else if r.duplicate_of.is_some() {
+                // Why nothing was sent is worth a graph: a noisy repeat or a muted source (the
+                // only other way every delivery starts suppressed).
+                let suppressed = if r.duplicate_of.is_some() {
                     Some("dedup")
+                } else if !r.deliveries.is_empty()
+                    && r.deliveries
+                        .iter()
+                        .all(|d| d.status == DeliveryStatus::Suppressed)
+                {
+                    Some("switched_off")
                 } else {
                     None
                 };
@@ -160,10 +175,11 @@ impl Ingest {
             }
         }
         self.engine.wake();
-        if grouped {
-            self.engine.wake_groups();
-        }
-        Ok(out)
+    }
+
+    /// Wakes the digest flusher: new members may have joined groups.
+    pub fn wake_groups(&self) {
+        self.engine.wake_groups();
     }
 
     pub async fn submit(&self, n: Notification) -> Result<Inserted, IngestError> {

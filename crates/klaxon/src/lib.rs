@@ -18,6 +18,7 @@ pub mod client;
 pub mod control;
 pub mod deliver;
 pub mod events;
+pub mod inbox;
 pub mod ingest;
 pub mod metrics;
 pub mod notifier;

@@ -1,11 +1,11 @@
-//! The `klaxon` command: serve, send, status, check-config, migrate.
+//! The `klaxon` command: serve, send, status, check-config, migrate, prune, health.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use klaxon::app::install_crypto;
+use klaxon::app::{Role, install_crypto};
 use klaxon_channels::SendContext;
 use klaxon_core::channel_url::{self, Options};
 use klaxon_core::config::{ChannelSpec, Config, ProcessEnv};
@@ -44,7 +44,25 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: HTTP API and delivery.
-    Serve,
+    Serve {
+        /// What this replica runs: `api` (HTTP API and ingestion), `worker` (delivery and
+        /// retention; serves only /health, /ready, /metrics) or `all`.
+        #[arg(long, value_enum, env = "KLAXON_ROLE", default_value_t = Role::All)]
+        role: Role,
+    },
+    /// Remove notifications final for longer than `store.retention` (with their deliveries and
+    /// attempts), as the service does every hour; `--dry-run` only counts.
+    Prune {
+        /// Count what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Use this age instead of `store.retention`, e.g. 7d.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
+    /// Ask the running server whether it is alive (`GET /health`); exit code 0 = yes, 1 = no.
+    /// For container health checks: the image needs no HTTP client.
+    Health,
     /// Send one message now, straight to a channel (no server needed). Exit code 0 = delivered.
     Send {
         /// A channel name from the configuration.
@@ -175,10 +193,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Every command may make an HTTPS call (send, the operator commands).
     install_crypto();
     match cli.command {
-        Command::Serve => {
+        Command::Serve { role } => {
             let config = load_config(&cli.config)?;
-            klaxon::server::serve(config, klaxon::server::shutdown_signal(), |_| {}).await?;
+            tracing::info!(?role, "starting");
+            klaxon::server::serve_as(config, role, klaxon::server::shutdown_signal(), |_| {})
+                .await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune {
+            dry_run,
+            older_than,
+        } => prune(&cli.config, dry_run, older_than.as_deref()).await,
+        Command::Health => {
+            let remote = klaxon::client::Remote::for_config(&load_config(&cli.config)?);
+            match remote.get("/health").await {
+                Ok(_) => {
+                    println!("ok");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::CheckConfig => {
             let text = match std::fs::read_to_string(&cli.config) {
@@ -310,6 +347,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             send_now(&config, &spec, n).await
         }
     }
+}
+
+async fn prune(
+    path: &PathBuf,
+    dry_run: bool,
+    older_than: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let age = match older_than {
+        Some(t) => {
+            klaxon_core::duration::parse(t).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?
+        }
+        None => match config.store.retention {
+            Some(r) => r,
+            None => {
+                println!(
+                    "store.retention is off: nothing is pruned (use --older-than to prune anyway)"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+    };
+    let store = klaxon_store::open(&config.store.url).await?;
+    store.migrate().await?;
+    let before = chrono::Utc::now()
+        - chrono::TimeDelta::from_std(age).context("--older-than is too long")?;
+    let p = store
+        .prune(before, klaxon::app::PRUNE_BATCH, dry_run)
+        .await?;
+    let what = format!(
+        "{} notification(s), {} delivery(ies), {} attempt(s) final before {}",
+        p.notifications,
+        p.deliveries,
+        p.attempts,
+        before.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    if dry_run {
+        println!("would remove {what}");
+    } else if p.ran {
+        println!("removed {what}");
+    } else {
+        println!("another replica is pruning right now; nothing removed here");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads a file for `--attach`; the content type comes from the extension, which is what

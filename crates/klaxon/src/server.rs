@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use klaxon_core::config::Config;
 
-use crate::app::Service;
+use crate::app::{Role, Service};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -26,15 +26,19 @@ pub enum ServeError {
 
 /// Checks the listen address against the token rule before anything starts.
 pub fn listen_addr(config: &Config) -> Result<SocketAddr, ServeError> {
-    let addr: SocketAddr = config
-        .server
-        .listen
-        .parse()
-        .map_err(|_| ServeError::BadListen(config.server.listen.clone()))?;
+    let addr = parse_listen(config)?;
     if !addr.ip().is_loopback() && config.server.api_token.is_none() {
         return Err(ServeError::NoToken(addr));
     }
     Ok(addr)
+}
+
+fn parse_listen(config: &Config) -> Result<SocketAddr, ServeError> {
+    config
+        .server
+        .listen
+        .parse()
+        .map_err(|_| ServeError::BadListen(config.server.listen.clone()))
 }
 
 /// Runs until `stop` resolves. `on_bound` learns the real address (port 0 in tests).
@@ -43,16 +47,35 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let addr = listen_addr(&config)?;
+    serve_as(config, Role::All, stop, on_bound).await
+}
+
+/// [`serve`] for one role. A worker serves only `/health`, `/ready` and `/metrics`, which
+/// take no token, so it may listen beyond loopback without one.
+pub async fn serve_as(
+    config: Config,
+    role: Role,
+    stop: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let addr = if role == Role::Worker {
+        parse_listen(&config)?
+    } else {
+        listen_addr(&config)?
+    };
     let grace = config.server.shutdown_grace;
-    let service = Service::start(config).await?;
+    let service = Service::start_as(config, role).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServeError::Bind(addr, e))?;
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, "Klaxon listening");
     on_bound(bound);
-    let app = crate::api::router(service.shared.clone());
+    let app = if role == Role::Worker {
+        crate::api::probe_router(service.shared.clone())
+    } else {
+        crate::api::router(service.shared.clone())
+    };
     let events = service.shared.events.clone();
     let stop = async move {
         stop.await;

@@ -1,5 +1,8 @@
 //! The `klaxon` command as a user runs it: `check-config` names the bad key and line, `send`
-//! delivers straight to a provider and says so in its exit code, `migrate` prepares a store.
+//! delivers straight to a provider and says so in its exit code, `migrate` prepares a store,
+//! `prune` counts and removes old history, `health` answers for a container health check.
+
+mod common;
 
 use std::process::Command;
 
@@ -352,4 +355,83 @@ async fn send_to_every_new_scheme() {
         "{raw}"
     );
     assert!(!out.contains("pw-cli-7") && !err.contains("pw-cli-7"));
+}
+
+/// `klaxon health` exits 0 while a server answers and 1 once it is gone; `klaxon prune
+/// --dry-run` counts what `klaxon prune` then removes, and nothing is younger than the default
+/// retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_and_health() {
+    common::crypto();
+    let sink = WebhookSink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = common::Binary::serve(
+        &[],
+        &[
+            ("KLAXON_STORE_URL", &db),
+            ("WEBHOOK_URL", &common::json_url(&sink)),
+        ],
+        port,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        let r = http
+            .post(format!("{}/api/v1/notifications", server.base))
+            .json(&serde_json::json!({"message": format!("m{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    common::wait_received(&sink, 3).await;
+
+    let run = |args: &'static [&'static str]| {
+        let (db, listen) = (db.clone(), listen.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = klaxon()
+                .args(args)
+                .args(["--config", "/nonexistent/klaxon.toml"])
+                .env("KLAXON_STORE_URL", db)
+                .env("KLAXON_LISTEN", listen)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+    };
+    assert_eq!(run(&["health"]).await.unwrap(), (Some(0), "ok\n".into()));
+    server.kill();
+    assert_eq!(run(&["health"]).await.unwrap().0, Some(1));
+
+    // Recorded a moment ago: nothing is 30 days old.
+    let (code, out) = run(&["prune", "--dry-run"]).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("would remove 0 notification(s), 0 delivery(ies), 0 attempt(s)"),
+        "{out}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (_, out) = run(&["prune", "--dry-run", "--older-than", "0s"])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with("would remove 3 notification(s), 3 delivery(ies), 3 attempt(s)"),
+        "{out}"
+    );
+    let (code, out) = run(&["prune", "--older-than", "0s"]).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("removed 3 notification(s), 3 delivery(ies), 3 attempt(s)"),
+        "{out}"
+    );
+    let (_, out) = run(&["prune", "--dry-run", "--older-than", "0s"])
+        .await
+        .unwrap();
+    assert!(out.starts_with("would remove 0 notification(s)"), "{out}");
 }

@@ -2,59 +2,25 @@
 //! SIGTERM: every accepted notification is delivered, and a notification delivered twice carries
 //! the same `webhook-id`.
 
-use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::collections::HashSet;
+use std::process::Command;
 use std::time::Duration;
 
 use klaxon_fakes::FailMode;
 use klaxon_fakes::webhook::WebhookSink;
 use serde_json::{Value, json};
 
-struct Klaxon {
-    child: Child,
-    base: String,
-}
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::Binary;
 
-async fn start(db: &str, sink: &str, port: u16) -> Klaxon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_klaxon"))
-        .arg("serve")
-        .arg("--config")
-        .arg("/nonexistent/klaxon.toml")
-        .env("KLAXON_STORE_URL", db)
-        .env("KLAXON_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WEBHOOK_URL", sink)
-        .env("RUST_LOG", "warn")
-        .env_remove("TELEGRAM_BOT_TOKEN")
-        .env_remove("DISCORD_WEBHOOK_URL")
-        .env_remove("NOTIFICATION_CHANNELS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the klaxon binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Klaxon { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("klaxon did not become ready");
+async fn start(db: &str, sink: &str, port: u16) -> Binary {
+    Binary::serve(
+        &[],
+        &[("KLAXON_STORE_URL", db), ("WEBHOOK_URL", sink)],
+        port,
+    )
+    .await
 }
 
 /// Posts batches until stopped; returns the ids the server accepted (answered 202).
@@ -97,7 +63,7 @@ async fn sigkill_under_load_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
     let hook = sink.url().replacen("http://", "json://", 1) + "/in";
-    let port = free_port();
+    let port = common::free_port();
     let mut accepted: Vec<String> = Vec::new();
     for round in 0..4 {
         let mut k = start(&db, &hook, port).await;
@@ -105,8 +71,7 @@ async fn sigkill_under_load_loses_nothing() {
         // Stop while requests are being answered and deliveries are in flight.
         tokio::time::sleep(Duration::from_millis(300 + round as u64 * 150)).await;
         if round < 3 {
-            k.child.kill().unwrap();
-            k.child.wait().unwrap();
+            k.kill();
         } else {
             // SIGTERM: intake stops, sends in flight finish, the rest is handed back; exit 0.
             let pid = k.child.id().to_string();
@@ -126,47 +91,14 @@ async fn sigkill_under_load_loses_nothing() {
     let k = start(&db, &hook, port).await;
     let want: HashSet<String> = accepted.iter().cloned().collect();
     assert!(want.len() > 100, "the load ran: {} accepted", want.len());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let got: HashSet<String> = sink
-            .received()
-            .iter()
-            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
-            .collect();
-        if want.is_subset(&got) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} accepted notifications never delivered",
-            want.difference(&got).count()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_delivered(&sink, &want, Duration::from_secs(120)).await;
     // Repeats only with the same webhook-id.
-    let mut ids_per_notification: HashMap<String, HashSet<String>> = HashMap::new();
     let received = sink.received();
-    for r in &received {
-        let nid = r.body["id"].as_str().unwrap_or_default().to_string();
-        ids_per_notification
-            .entry(nid)
-            .or_default()
-            .insert(r.webhook_id.clone().unwrap_or_default());
-    }
-    for (nid, ids) in &ids_per_notification {
-        assert_eq!(
-            ids.len(),
-            1,
-            "notification {nid} arrived under several webhook-ids: {ids:?}"
-        );
-    }
-    let repeats = received.len() - ids_per_notification.len();
+    let repeats = common::repeats(&received);
     println!(
         "accepted {}, received {}, repeats (same webhook-id) {repeats}",
         want.len(),
         received.len()
     );
-    let mut child = k.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(k);
 }

@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use klaxon_fakes::pg::TestDatabase;
 use klaxon_fakes::proxy::TcpProxy;
 use klaxon_fakes::webhook::WebhookSink;
+use klaxon_store::testing::PgDb;
 use serde_json::json;
 use sqlx::Connection;
 
@@ -32,10 +32,10 @@ fn server_addr(url: &str) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_answers_503_and_recovers_by_itself() {
     common::crypto();
-    let Some(db) = TestDatabase::create().await else {
+    let Some(db) = PgDb::create().await else {
         return;
     };
-    let proxy = TcpProxy::start(server_addr(db.url())).await;
+    let proxy = TcpProxy::start(server_addr(&db.url)).await;
     let sink = WebhookSink::start().await;
     let cfg = format!(
         r#"
@@ -72,7 +72,7 @@ url = "{}"
     assert_eq!(ready["status"], "not_ready", "{ready}");
     assert_eq!(s.get("/health").await.0, 200, "alive, just not ready");
     assert!(
-        !ready.to_string().contains(db.url()),
+        !ready.to_string().contains(db.url.as_str()),
         "no database URL in /ready: {ready}"
     );
 
@@ -101,7 +101,7 @@ url = "{}"
         assert_eq!(n["deliveries"][0]["status"], "delivered", "{n}");
     }
     // Nothing half-accepted: the store holds exactly what was answered 202.
-    let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM notifications")
         .fetch_one(&mut c)
         .await

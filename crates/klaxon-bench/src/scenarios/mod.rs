@@ -10,6 +10,7 @@
 //! - [`tradingview`]: 9, the TradingView hook's answer time.
 //! - [`goodput`]: 10, 600 messages through the fake Telegram's limits.
 //! - [`apprise`]: 11, Klaxon against Apprise delivering to the same sink.
+//! - [`replicas`]: 12, delivered/s of 1, 2 and 3 worker processes on one PostgreSQL store.
 
 pub mod apprise;
 pub mod delivery;
@@ -18,5 +19,6 @@ pub mod history;
 pub mod http;
 pub mod notifier;
 pub mod process;
+pub mod replicas;
 pub mod store;
 pub mod tradingview;

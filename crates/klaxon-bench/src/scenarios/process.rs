@@ -127,7 +127,7 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
 }
 
 /// A spawned process serving HTTP on a loopback port.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     port: u16,
     spawned: Instant,
@@ -138,19 +138,32 @@ struct Proc {
 impl Proc {
     /// `klaxon serve` on the store in `dir`, its only channel a webhook to `dead_port`.
     fn klaxon(bin: &Path, dir: &Path, dead_port: u16) -> anyhow::Result<Proc> {
+        let store = format!("sqlite://{}", dir.join("klaxon.db").display());
+        let hook = format!("json://127.0.0.1:{dead_port}/");
+        Proc::serve(bin, dir, "klaxon", &[], &store, &hook)
+    }
+
+    /// `klaxon serve ARGS` on `store`, its only channel a webhook to `hook`, logging to
+    /// `dir/NAME.log`.
+    pub(crate) fn serve(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        store: &str,
+        hook: &str,
+    ) -> anyhow::Result<Proc> {
         let port = free_port()?;
-        let log = dir.join("klaxon.log");
+        let log = dir.join(format!("{name}.log"));
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
+            .args(args)
             // Only what is set here: the bench's own environment must not add channels.
             .env_clear()
             .env("KLAXON_CONFIG", dir.join("absent.toml"))
-            .env(
-                "KLAXON_STORE_URL",
-                format!("sqlite://{}", dir.join("klaxon.db").display()),
-            )
+            .env("KLAXON_STORE_URL", store)
             .env("KLAXON_LISTEN", format!("127.0.0.1:{port}"))
-            .env("WEBHOOK_URL", format!("json://127.0.0.1:{dead_port}/"))
+            .env("WEBHOOK_URL", hook)
             .env("RUST_LOG", "warn");
         Proc::spawn(cmd, port, log)
     }
@@ -180,12 +193,16 @@ impl Proc {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// Polls `GET path` until it answers 200; the time since spawn.
-    async fn wait_http(&mut self, http: &reqwest::Client, path: &str) -> anyhow::Result<Duration> {
+    pub(crate) async fn wait_http(
+        &mut self,
+        http: &reqwest::Client,
+        path: &str,
+    ) -> anyhow::Result<Duration> {
         let url = self.url(path);
         loop {
             if let Ok(r) = http.get(&url).send().await
@@ -219,7 +236,7 @@ impl Proc {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after 20 s.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
                 .arg("-TERM")

@@ -81,6 +81,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// What a worker replica serves (`serve --role worker`): liveness, readiness and metrics for
+/// its orchestrator and Prometheus, and no API.
+pub fn probe_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/ready", axum::routing::get(ready))
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
 #[utoipa::path(get, path = "/api/openapi.json", tag = "service",
     responses((status = 200, description = "This document (OpenAPI 3.1)")))]
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

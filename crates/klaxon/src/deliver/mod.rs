@@ -105,6 +105,30 @@ impl Engine {
         freshness: Vec<EventRule>,
         lease: Duration,
     ) -> EngineHandle {
+        Self::launch(store, registry, cfg, freshness, lease, true)
+    }
+
+    /// The engine of an API-only replica (`serve --role api`): what intake and the API share
+    /// with it (event bus, `wake`, counters) without claiming, sending or health checks, so
+    /// that delivery scales apart on worker replicas.
+    pub fn start_without_delivery(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        cfg: DeliveryConfig,
+        freshness: Vec<EventRule>,
+        lease: Duration,
+    ) -> EngineHandle {
+        Self::launch(store, registry, cfg, freshness, lease, false)
+    }
+
+    fn launch(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        cfg: DeliveryConfig,
+        freshness: Vec<EventRule>,
+        lease: Duration,
+        deliver: bool,
+    ) -> EngineHandle {
         let (tx, rx) = mpsc::channel(COMPLETE_BATCH * 8);
         let engine = Arc::new(Engine {
             store: store.clone(),
@@ -133,6 +157,15 @@ impl Engine {
         let cancel = CancellationToken::new();
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(write_completions(store, rx, stop_writer.clone()));
+        if !deliver {
+            return EngineHandle {
+                engine,
+                cancel,
+                scheduler: tokio::spawn(async {}),
+                writer,
+                stop_writer,
+            };
+        }
         let scheduler = tokio::spawn(engine.clone().schedule(cancel.clone()));
         tokio::spawn(aggregate::run(engine.clone(), cancel.clone()));
         tokio::spawn(health::run(

@@ -184,3 +184,118 @@ pub async fn wait_received(sink: &klaxon_fakes::webhook::WebhookSink, n: usize) 
 pub fn crypto() {
     klaxon::app::install_crypto();
 }
+
+/// The real `klaxon` binary as a child process: `serve` on a port of its own, configured from
+/// the environment only (plus `env`), with every well-known channel variable cleared.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Binary {
+    /// Starts `klaxon serve ARGS…` and waits until `/ready` answers 200.
+    pub async fn serve(args: &[&str], env: &[(&str, &str)], port: u16) -> Binary {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_klaxon"));
+        cmd.arg("serve")
+            .args(args)
+            .arg("--config")
+            .arg("/nonexistent/klaxon.toml")
+            .env("KLAXON_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("DISCORD_WEBHOOK_URL")
+            .env_remove("NOTIFICATION_CHANNELS")
+            .env_remove("KLAXON_ROLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the klaxon binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if http
+                .get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Binary { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("klaxon did not become ready");
+    }
+
+    /// SIGKILL: no shutdown at all, as in a crash.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts that each notification (body `id`) arrived under exactly one `webhook-id` (its
+/// delivery's id, stable across retries and take-overs); returns how many requests repeated
+/// one already received.
+pub fn repeats(received: &[klaxon_fakes::webhook::WebhookRequest]) -> usize {
+    let mut ids: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for r in received {
+        ids.entry(r.body["id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .insert(r.webhook_id.clone().unwrap_or_default());
+    }
+    for (nid, w) in &ids {
+        assert_eq!(
+            w.len(),
+            1,
+            "notification {nid} arrived under several webhook-ids: {w:?}"
+        );
+    }
+    received.len() - ids.len()
+}
+
+/// Waits until every notification in `want` (ids the API returned) reached `sink`, matched by
+/// the webhook body's `id`, or fails after `timeout` saying how many are missing.
+pub async fn wait_delivered(
+    sink: &klaxon_fakes::webhook::WebhookSink,
+    want: &std::collections::HashSet<String>,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let got: std::collections::HashSet<String> = sink
+            .received()
+            .iter()
+            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
+            .collect();
+        let missing = want.difference(&got).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} of {} accepted notifications never delivered",
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
