@@ -31,6 +31,8 @@ pub struct Config {
     pub tradingview: Option<TradingViewConfig>,
     /// Redis pub/sub ingestion, when `[redis] url` (or `KLAXON_REDIS_URL`) is set.
     pub redis: Option<RedisConfig>,
+    /// The built-in templates and the `[templates]` section, compiled once at load.
+    pub templates: std::sync::Arc<crate::template::Templates>,
 }
 
 /// Envelopes in from Redis pub/sub (PRODUCT.md §2): one per message.
@@ -231,6 +233,7 @@ struct FileConfig {
     routes: Vec<Spanned<RouteConfig>>,
     tradingview: Option<TradingViewFile>,
     redis: Option<RedisFile>,
+    templates: BTreeMap<String, crate::template::TemplateFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -618,6 +621,18 @@ impl Config {
             });
         }
 
+        let templates = match crate::template::Templates::from_file(&file.templates, &names) {
+            Ok(t) => std::sync::Arc::new(t),
+            Err(bad) => {
+                errors.extend(bad.into_iter().map(|e| ConfigError {
+                    line: e.offset.map(|o| line_of(&expanded, o)),
+                    key: e.key,
+                    message: e.message,
+                }));
+                crate::template::Templates::defaults()
+            }
+        };
+
         if errors.is_empty() {
             Ok(Config {
                 server,
@@ -627,6 +642,7 @@ impl Config {
                 routes,
                 tradingview,
                 redis,
+                templates,
             })
         } else {
             Err(ConfigErrors(errors))
