@@ -66,6 +66,7 @@ impl Service {
             &config.delivery.breaker,
             &persisted,
             config.delivery.concurrency,
+            &config.templates,
         ));
         let engine = Engine::start(
             store.clone(),

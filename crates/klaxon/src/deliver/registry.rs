@@ -184,6 +184,7 @@ impl Registry {
         breaker: &BreakerPolicy,
         persisted: &[ChannelState],
         concurrency: usize,
+        templates: &Arc<klaxon_core::template::Templates>,
     ) -> Self {
         let cap = (concurrency * 3 / 4).max(1);
         let channels = specs
@@ -196,7 +197,7 @@ impl Registry {
                 });
                 let rt = Runtime {
                     spec: spec.clone(),
-                    channel: klaxon_channels::build(spec, http),
+                    channel: klaxon_channels::build_with(spec, http, templates.clone()),
                     breaker: Mutex::new(Breaker::new(breaker.clone())),
                     state: Mutex::new(state),
                     delivered: AtomicU64::new(0),
