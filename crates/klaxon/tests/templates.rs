@@ -10,24 +10,9 @@ use common::TestServer;
 use klaxon_core::render::{BLUE, GREEN, ORANGE};
 use klaxon_fakes::discord::FakeDiscord;
 use klaxon_fakes::telegram::FakeTelegram;
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "123456:TEST-token_abc";
-
-fn redis_url() -> Option<String> {
-    match std::env::var("KLAXON_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("KLAXON_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "KLAXON_REQUIRE_SERVICES=1 but KLAXON_TEST_REDIS_URL is not set"
-            );
-            eprintln!("skipped: KLAXON_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)");
-            None
-        }
-    }
-}
 
 /// Waits until `f` holds, or panics with `what` after 20 s.
 async fn until(what: &str, f: impl Fn() -> bool) {
@@ -58,7 +43,9 @@ fn fakes_config(
 #[tokio::test]
 async fn signals_from_redis_are_coloured_by_action_on_discord_and_telegram() {
     common::crypto();
-    let Some(url) = redis_url() else { return };
+    let Some(url) = common::redis_url() else {
+        return;
+    };
     let tg = FakeTelegram::start().await;
     let dc = FakeDiscord::start().await;
     let tag = klaxon_core::model::new_id().simple().to_string();
@@ -94,19 +81,7 @@ async fn signals_from_redis_are_coloured_by_action_on_discord_and_telegram() {
         ),
     ];
     for (channel, envelope) in &envelopes {
-        // Until a subscriber hears it: the service subscribes just after it starts.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let heard: i64 = conn
-                .publish(channel.as_str(), envelope.to_string())
-                .await
-                .unwrap();
-            if heard > 0 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "nobody subscribed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::publish_until_heard(&mut conn, channel, &envelope.to_string()).await;
     }
     until("three embeds and three Telegram messages", || {
         dc.messages().len() >= 3 && tg.messages().len() >= 3
@@ -227,15 +202,7 @@ telegram = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %
         e["description"],
         "**ES** at 5,012.25: \\*not\\* <b>bold</b>"
     );
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .lines()
