@@ -64,6 +64,8 @@ enum Scenario {
     Process,
     /// 8: history queries (dashboard, dead letters, depth) with 100,000 notifications.
     History,
+    /// 9: wording a message through its template, against no template.
+    Templates,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -130,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::History) {
         let r = scenarios::history::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Templates) {
+        let r = scenarios::templates::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

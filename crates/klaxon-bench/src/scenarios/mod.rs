@@ -6,6 +6,7 @@
 //! - [`delivery`]: 5, accept → delivered latency and delivered/s.
 //! - [`notifier`]: 6, `Notifier::send` against `mpsc::try_send`.
 //! - [`process`]: 7, the `klaxon` binary's start-up time and memory.
+//! - [`templates`]: 9, wording a message through a template against no template.
 
 pub mod delivery;
 pub mod history;
@@ -13,3 +14,4 @@ pub mod http;
 pub mod notifier;
 pub mod process;
 pub mod store;
+pub mod templates;

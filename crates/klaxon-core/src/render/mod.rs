@@ -275,34 +275,41 @@ pub fn pack_lines(
 ) -> Vec<String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
+    // `measure(&cur)`, kept as lines are added rather than counted again each time.
+    let mut size = 0;
     let mut inside = false;
     let (suffix, prefix) =
         fence.map_or((String::new(), String::new()), |f| (f.suffix(), f.prefix()));
+    let (suffix_size, prefix_size) = (measure(&suffix), measure(&prefix));
     for line in lines {
-        let reserve = if inside { measure(&suffix) } else { 0 };
-        let line = if measure(&line) + measure(&prefix) + measure(&suffix) > max {
-            cut(
-                &line,
-                max.saturating_sub(measure(&prefix) + measure(&suffix)),
-            )
+        let reserve = if inside { suffix_size } else { 0 };
+        let mut line_size = measure(&line);
+        let line = if line_size + prefix_size + suffix_size > max {
+            let l = cut(&line, max.saturating_sub(prefix_size + suffix_size));
+            line_size = measure(&l);
+            l
         } else {
             line
         };
         let sep = usize::from(!cur.is_empty());
-        if !cur.is_empty() && measure(&cur) + sep + measure(&line) + reserve > max {
+        if !cur.is_empty() && size + sep + line_size + reserve > max {
             if inside {
                 cur.push_str(&suffix);
             }
             parts.push(std::mem::take(&mut cur));
+            size = 0;
             if inside {
                 cur.push_str(&prefix);
+                size = prefix_size;
             }
         }
         // A part that starts by reopening a block goes straight on with the line.
         if !(cur.is_empty() || inside && cur == prefix) {
             cur.push('\n');
+            size += 1;
         }
         cur.push_str(&line);
+        size += line_size;
         if fence.is_some_and(|f| f.toggles(&line)) {
             inside = !inside;
         }
