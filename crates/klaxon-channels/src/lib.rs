@@ -250,7 +250,7 @@ pub fn build_with(
         Provider::Email(e) => {
             Arc::new(email::Email::new(&spec.name, e.clone(), spec.timeout).words(words))
         }
-        Provider::Log => Arc::new(log::Log::new(&spec.name)),
+        Provider::Log => Arc::new(log::Log::new(&spec.name).words(words)),
     }
 }
 
