@@ -72,6 +72,8 @@ enum Scenario {
     Apprise,
     /// 12: delivered/s of 1, 2 and 3 worker processes on PostgreSQL (KLAXON_TEST_DATABASE_URL).
     Replicas,
+    /// 13: wording a message through its template, against no template.
+    Templates,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -154,6 +156,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::Replicas) {
         let r = scenarios::replicas::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Templates) {
+        let r = scenarios::templates::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

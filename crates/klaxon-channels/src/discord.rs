@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use base64::Engine;
 use klaxon_core::channel_url::DiscordSpec;
 use klaxon_core::limit::{LimitKey, Rate};
-use klaxon_core::render::discord::render;
+use klaxon_core::render::discord::render_content;
+use klaxon_core::template::Markup;
 use klaxon_core::verdict::wait_secs;
 use klaxon_core::{Notification, Secret, Verdict};
 use serde_json::{Value, json};
@@ -32,6 +33,8 @@ pub const UPLOAD_MAX: usize = 10_000_000;
 const UNKNOWN_WEBHOOK: i64 = 10015;
 
 pub struct Discord {
+    /// Templates for the title and body.
+    words: crate::Words,
     name: String,
     spec: DiscordSpec,
     http: reqwest::Client,
@@ -41,11 +44,18 @@ pub struct Discord {
 impl Discord {
     pub fn new(name: &str, spec: DiscordSpec, http: reqwest::Client, timeout: Duration) -> Self {
         Discord {
+            words: crate::Words::defaults(name),
             name: name.to_string(),
             spec,
             http,
             timeout,
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 }
 
@@ -151,6 +161,8 @@ impl Channel for Discord {
     }
 
     async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
+        let (content, note) = self.words.content(n, "discord", Markup::Discord);
+        let report: SendReport = async {
         let mut url = format!(
             "{}/api/webhooks/{}/{}?wait=true",
             self.spec.api_base,
@@ -162,7 +174,7 @@ impl Channel for Discord {
             url.push_str(&url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
         }
         let secrets = [&self.spec.token];
-        let body = render(n, &self.spec.options);
+        let body = render_content(n, &content, &self.spec.options);
         let (files, mut skipped) = pick_files(n);
         let mut sent = self.post(&url, &body, &files).await;
         if !files.is_empty() && matches!(&sent, Ok(r) if r.status().as_u16() == 413) {
@@ -235,6 +247,9 @@ impl Channel for Discord {
             note,
             hold,
         }
+        }
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

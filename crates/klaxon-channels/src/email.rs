@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use klaxon_core::channel_url::{EmailSpec, SmtpTls};
 use klaxon_core::limit::{LimitKey, Rate};
-use klaxon_core::render::email::render;
+use klaxon_core::render::email::{EmailBody, render_content};
 use klaxon_core::secret::redact;
+use klaxon_core::template::Markup;
 use klaxon_core::{Notification, Secret, Verdict};
 use lettre::address::{Address, Envelope};
 use lettre::message::header::ContentType;
@@ -83,6 +84,8 @@ struct Prepared {
 }
 
 pub struct Email {
+    /// Templates for the title and body.
+    words: crate::Words,
     /// The channel's name, for logs.
     name: String,
     /// Server, TLS mode and recipients as configured; the password stays a `Secret` here.
@@ -191,12 +194,19 @@ impl Email {
             reason
         });
         Email {
+            words: crate::Words::defaults(name),
             name: name.to_string(),
             spec,
             prepared,
             transport: Arc::new(Mutex::new(None)),
             timeout,
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 
     fn secret_list(&self) -> Vec<&Secret> {
@@ -243,8 +253,8 @@ impl Email {
         p: &Prepared,
         n: &Notification,
         cx: &SendContext,
+        body: EmailBody,
     ) -> Result<Message, EmailError> {
-        let body = render(n);
         let mut b = Message::builder()
             .from(p.from.clone())
             .subject(body.subject)
@@ -399,11 +409,16 @@ impl Channel for Email {
     }
 
     async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
+        // One template serves both parts; its failure is reported once.
+        let (text, note) = self.words.content(n, "email", Markup::Plain);
+        let html = self.words.quiet(n, "email", Markup::Html);
+        let body = render_content(n, &text, &html);
+        let report: SendReport = async {
         let p = match &self.prepared {
             Ok(p) => p,
             Err(reason) => return Verdict::reject(reason.clone()).into(),
         };
-        let message = match self.message(p, n, cx) {
+        let message = match self.message(p, n, cx, body) {
             Ok(m) => m,
             Err(e) => return self.verdict(&e).into(),
         };
@@ -426,6 +441,9 @@ impl Channel for Email {
                 verdict.into()
             }
         }
+        }
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

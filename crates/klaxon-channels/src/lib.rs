@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use klaxon_core::channel_url::Provider;
 use klaxon_core::config::ChannelSpec;
 use klaxon_core::limit::LimitKey;
+use klaxon_core::template::{Content, Markup, Templates};
 use klaxon_core::{Notification, Secret, Verdict};
 use uuid::Uuid;
 
@@ -59,6 +60,68 @@ impl SendReport {
             note: (!notes.is_empty()).then(|| notes.join("; ")),
             hold: None,
         }
+    }
+}
+
+impl SendReport {
+    /// Adds `note` (if any) to the notes already there.
+    pub fn also(mut self, note: Option<String>) -> Self {
+        self.note = match (self.note.take(), note) {
+            (Some(a), Some(b)) => Some(format!("{b}; {a}")),
+            (a, b) => b.or(a),
+        };
+        self
+    }
+}
+
+/// How a channel words its messages: the compiled templates, and the channel's name (for
+/// templates configured per channel, and for the error count).
+#[derive(Debug, Clone)]
+pub struct Words {
+    templates: Arc<Templates>,
+    channel: String,
+}
+
+impl Words {
+    pub fn new(templates: Arc<Templates>, channel: &str) -> Self {
+        Words {
+            templates,
+            channel: channel.to_string(),
+        }
+    }
+
+    /// The built-in templates, for a channel built without a configuration.
+    pub fn defaults(channel: &str) -> Self {
+        Words::new(Templates::defaults(), channel)
+    }
+
+    /// The title and body of `n` for this channel. A template that failed fell back to the
+    /// built-in one; that is counted in `klaxon_template_errors_total` and returned as the note
+    /// the engine logs and records with the attempt, so the operator sees why.
+    pub fn content(
+        &self,
+        n: &Notification,
+        kind: &str,
+        markup: Markup,
+    ) -> (Content, Option<String>) {
+        let content = self.quiet(n, kind, markup);
+        let note = content.error_note();
+        if let Some(note) = &note {
+            let event_type = n.event_type.clone().unwrap_or_default();
+            tracing::debug!(channel = %self.channel, event_type = %event_type, "{note}");
+            metrics::counter!(
+                "klaxon_template_errors_total",
+                "event_type" => event_type,
+                "channel" => self.channel.clone()
+            )
+            .increment(content.errors.len() as u64);
+        }
+        (content, note)
+    }
+
+    /// The same without reporting, for planning (how many parts a message will have).
+    pub fn quiet(&self, n: &Notification, kind: &str, markup: Markup) -> Content {
+        self.templates.render(n, kind, &self.channel, markup)
     }
 }
 
@@ -155,43 +218,45 @@ impl Health {
     }
 }
 
-/// Builds the channel a spec describes. `http` is shared by every channel (one pool of
-/// connections per provider host).
+/// Builds the channel a spec describes with the built-in templates. `http` is shared by every
+/// channel (one pool of connections per provider host).
 pub fn build(spec: &ChannelSpec, http: &reqwest::Client) -> Arc<dyn Channel> {
+    build_with(spec, http, Templates::defaults())
+}
+
+/// Builds the channel a spec describes, wording its messages with `templates`.
+pub fn build_with(
+    spec: &ChannelSpec,
+    http: &reqwest::Client,
+    templates: Arc<Templates>,
+) -> Arc<dyn Channel> {
+    let words = Words::new(templates, &spec.name);
     match &spec.provider {
-        Provider::Telegram(t) => Arc::new(telegram::Telegram::new(
-            &spec.name,
-            t.clone(),
-            http.clone(),
-            spec.timeout,
-        )),
-        Provider::Discord(d) => Arc::new(discord::Discord::new(
-            &spec.name,
-            d.clone(),
-            http.clone(),
-            spec.timeout,
-        )),
-        Provider::Webhook(w) => Arc::new(webhook::Webhook::new(
-            &spec.name,
-            w.clone(),
-            http.clone(),
-            spec.timeout,
-        )),
-        Provider::Slack(s) => Arc::new(slack::Slack::new(
-            &spec.name,
-            s.clone(),
-            http.clone(),
-            spec.timeout,
-        )),
-        Provider::Twilio(t) => Arc::new(twilio::Twilio::new(t.clone(), http.clone(), spec.timeout)),
-        Provider::Ntfy(n) => Arc::new(ntfy::Ntfy::new(n.clone(), http.clone(), spec.timeout)),
-        Provider::Pushover(p) => Arc::new(pushover::Pushover::new(
-            p.clone(),
-            http.clone(),
-            spec.timeout,
-        )),
-        Provider::Email(e) => Arc::new(email::Email::new(&spec.name, e.clone(), spec.timeout)),
-        Provider::Log => Arc::new(log::Log::new(&spec.name)),
+        Provider::Telegram(t) => Arc::new(
+            telegram::Telegram::new(&spec.name, t.clone(), http.clone(), spec.timeout).words(words),
+        ),
+        Provider::Discord(d) => Arc::new(
+            discord::Discord::new(&spec.name, d.clone(), http.clone(), spec.timeout).words(words),
+        ),
+        Provider::Webhook(w) => Arc::new(
+            webhook::Webhook::new(&spec.name, w.clone(), http.clone(), spec.timeout).words(words),
+        ),
+        Provider::Slack(s) => Arc::new(
+            slack::Slack::new(&spec.name, s.clone(), http.clone(), spec.timeout).words(words),
+        ),
+        Provider::Twilio(t) => {
+            Arc::new(twilio::Twilio::new(t.clone(), http.clone(), spec.timeout).words(words))
+        }
+        Provider::Ntfy(n) => {
+            Arc::new(ntfy::Ntfy::new(n.clone(), http.clone(), spec.timeout).words(words))
+        }
+        Provider::Pushover(p) => {
+            Arc::new(pushover::Pushover::new(p.clone(), http.clone(), spec.timeout).words(words))
+        }
+        Provider::Email(e) => {
+            Arc::new(email::Email::new(&spec.name, e.clone(), spec.timeout).words(words))
+        }
+        Provider::Log => Arc::new(log::Log::new(&spec.name).words(words)),
     }
 }
 

@@ -3,20 +3,30 @@
 
 use async_trait::async_trait;
 use klaxon_core::limit::LimitKey;
-use klaxon_core::render::{fields, style, title};
+use klaxon_core::render::{fields, style};
+use klaxon_core::template::Markup;
 use klaxon_core::{Notification, Secret};
 
 use crate::{Channel, SendContext, SendReport, http};
 
 pub struct Log {
     name: String,
+    /// Templates for the title and body.
+    words: crate::Words,
 }
 
 impl Log {
     pub fn new(name: &str) -> Self {
         Log {
             name: name.to_string(),
+            words: crate::Words::defaults(name),
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 }
 
@@ -35,6 +45,7 @@ impl Channel for Log {
     }
 
     async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
+        let (content, note) = self.words.content(n, "log", Markup::Plain);
         let f: Vec<String> = fields(n)
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -47,10 +58,10 @@ impl Channel for Log {
             fields = %f.join(" "),
             "{} {}: {}",
             style(n).emoji,
-            title(n),
-            n.message
+            content.title,
+            content.body
         );
-        http::delivered(None).into()
+        SendReport::from(http::delivered(None)).also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -9,7 +9,8 @@ use base64::Engine as _;
 use klaxon_core::channel_url::{NtfyAuth, NtfySpec};
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::model::Attachment;
-use klaxon_core::render::ntfy::{NtfyMessage, render};
+use klaxon_core::render::ntfy::{NtfyMessage, render_content};
+use klaxon_core::template::Markup;
 use klaxon_core::{Notification, Secret, Verdict};
 use serde_json::{Value, json};
 
@@ -26,6 +27,8 @@ pub const ATTACHMENT_MAX: usize = 15 * 1024 * 1024;
 const TOO_MANY_REQUESTS: i64 = 42901;
 
 pub struct Ntfy {
+    /// Templates for the title and body.
+    words: crate::Words,
     spec: NtfySpec,
     http: reqwest::Client,
     timeout: Duration,
@@ -41,11 +44,18 @@ impl Ntfy {
             NtfyAuth::Basic(user, _) => format!("user:{user}"),
         };
         Ntfy {
+            words: crate::Words::defaults(""),
             key: format!("ntfy:{}:{who}", spec.server),
             spec,
             http,
             timeout,
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -143,51 +153,56 @@ impl Channel for Ntfy {
     }
 
     async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
-        let m = render(n, &self.spec.tags);
-        let mut notes = Vec::new();
-        let file = n.attachments.first().and_then(|first| {
-            let bytes = http::decode_file(
-                first,
-                ATTACHMENT_MAX,
-                "ntfy's 15 MB attachment limit",
-                &mut notes,
-            )?;
-            Some((first, bytes))
-        });
-        notes.extend(http::attachments_note(
-            "ntfy takes one file per message",
-            n.attachments.len().saturating_sub(1),
-        ));
-        let with_file = file.is_some();
-        let req = match file {
-            Some((a, bytes)) => self.file_request(&m, a, bytes),
-            None => self.json_request(&m),
-        };
-        let secrets = self.all_secrets();
-        let mut answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
-        if with_file && matches!(answer, Ok((413, _, _))) {
-            // The server's own limit (or the visitor's attachment quota) is below ours: the
-            // file cannot go, but the alert can, as text, rather than be lost with it.
-            notes.push(format!(
-                "{} not sent: the ntfy server refused the file as too large (413)",
-                n.attachments[0].filename
+        let (content, note) = self.words.content(n, "ntfy", Markup::Ntfy);
+        let report: SendReport = async {
+            let m = render_content(n, &content, &self.spec.tags);
+            let mut notes = Vec::new();
+            let file = n.attachments.first().and_then(|first| {
+                let bytes = http::decode_file(
+                    first,
+                    ATTACHMENT_MAX,
+                    "ntfy's 15 MB attachment limit",
+                    &mut notes,
+                )?;
+                Some((first, bytes))
+            });
+            notes.extend(http::attachments_note(
+                "ntfy takes one file per message",
+                n.attachments.len().saturating_sub(1),
             ));
-            let req = self.json_request(&m);
-            answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+            let with_file = file.is_some();
+            let req = match file {
+                Some((a, bytes)) => self.file_request(&m, a, bytes),
+                None => self.json_request(&m),
+            };
+            let secrets = self.all_secrets();
+            let mut answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+            if with_file && matches!(answer, Ok((413, _, _))) {
+                // The server's own limit (or the visitor's attachment quota) is below ours: the
+                // file cannot go, but the alert can, as text, rather than be lost with it.
+                notes.push(format!(
+                    "{} not sent: the ntfy server refused the file as too large (413)",
+                    n.attachments[0].filename
+                ));
+                let req = self.json_request(&m);
+                answer = http::exchange(self.authorize(req), self.timeout, &secrets).await;
+            }
+            let (status, wait, text) = match answer {
+                Ok(answer) => answer,
+                Err(v) => return v.into(),
+            };
+            let verdict = if (200..300).contains(&status) {
+                let id = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|j| j.get("id").and_then(Value::as_str).map(str::to_string));
+                http::delivered(id)
+            } else {
+                self.failure(status, wait, &text)
+            };
+            SendReport::noted(verdict, &notes)
         }
-        let (status, wait, text) = match answer {
-            Ok(answer) => answer,
-            Err(v) => return v.into(),
-        };
-        let verdict = if (200..300).contains(&status) {
-            let id = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|j| j.get("id").and_then(Value::as_str).map(str::to_string));
-            http::delivered(id)
-        } else {
-            self.failure(status, wait, &text)
-        };
-        SendReport::noted(verdict, &notes)
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

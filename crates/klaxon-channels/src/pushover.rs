@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use klaxon_core::channel_url::PushoverSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::model::Attachment;
-use klaxon_core::render::pushover::render;
+use klaxon_core::render::pushover::render_content;
+use klaxon_core::template::{Content, Markup};
 use klaxon_core::{Notification, Secret, Verdict};
 use serde_json::Value;
 
@@ -22,6 +23,8 @@ pub const SERVER_ERROR_FLOOR: Duration = Duration::from_secs(5);
 pub const ATTACHMENT_MAX: usize = 5_242_880;
 
 pub struct Pushover {
+    /// Templates for the title and body.
+    words: crate::Words,
     spec: PushoverSpec,
     http: reqwest::Client,
     timeout: Duration,
@@ -31,6 +34,7 @@ pub struct Pushover {
 impl Pushover {
     pub fn new(spec: PushoverSpec, http: reqwest::Client, timeout: Duration) -> Self {
         Pushover {
+            words: crate::Words::defaults(""),
             key: format!("pushover:{}", http::secret_key(&spec.token)),
             spec,
             http,
@@ -38,8 +42,14 @@ impl Pushover {
         }
     }
 
-    fn fields(&self, n: &Notification) -> Vec<(&'static str, String)> {
-        let m = render(n);
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
+    }
+
+    fn fields(&self, n: &Notification, content: &Content) -> Vec<(&'static str, String)> {
+        let m = render_content(n, content);
         let mut f = vec![
             ("token", self.spec.token.expose().to_string()),
             ("user", self.spec.user.expose().to_string()),
@@ -158,60 +168,66 @@ impl Channel for Pushover {
     }
 
     async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
-        let url = format!("{}/1/messages.json", self.spec.api_base);
-        let fields = self.fields(n);
-        let mut notes = Vec::new();
-        let req = match self.pick_image(n, &mut notes) {
-            None => self.http.post(url).form(&fields),
-            Some((a, bytes)) => {
-                let mut form = reqwest::multipart::Form::new();
-                for (k, v) in fields {
-                    form = form.text(k, v);
+        let (content, note) = self.words.content(n, "pushover", Markup::Html);
+        let report: SendReport = async {
+            let url = format!("{}/1/messages.json", self.spec.api_base);
+            let fields = self.fields(n, &content);
+            let mut notes = Vec::new();
+            let req = match self.pick_image(n, &mut notes) {
+                None => self.http.post(url).form(&fields),
+                Some((a, bytes)) => {
+                    let mut form = reqwest::multipart::Form::new();
+                    for (k, v) in fields {
+                        form = form.text(k, v);
+                    }
+                    let named = |b: Vec<u8>| {
+                        reqwest::multipart::Part::bytes(b).file_name(a.filename.clone())
+                    };
+                    // An unparsable type is sent without one; Pushover sniffs images anyway.
+                    let part = match named(bytes.clone()).mime_str(&a.content_type) {
+                        Ok(p) => p,
+                        Err(_) => named(bytes),
+                    };
+                    form = form.part("attachment", part);
+                    self.http.post(url).multipart(form)
                 }
-                let named =
-                    |b: Vec<u8>| reqwest::multipart::Part::bytes(b).file_name(a.filename.clone());
-                // An unparsable type is sent without one; Pushover sniffs images anyway.
-                let part = match named(bytes.clone()).mime_str(&a.content_type) {
-                    Ok(p) => p,
-                    Err(_) => named(bytes),
-                };
-                form = form.part("attachment", part);
-                self.http.post(url).multipart(form)
-            }
-        };
-        let secrets = self.secrets_arr();
-        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
-            Ok(answer) => answer,
-            // Pushover asks for 5 s between retries after a failed connection too.
-            Err(v) => return Self::floor(v).into(),
-        };
-        let json: Option<Value> = serde_json::from_str(&text).ok();
-        let ok = accepted(json.as_ref());
-        let verdict = if (200..300).contains(&status) && ok {
-            let field = |k: &str| {
-                json.as_ref()
-                    .and_then(|j| j.get(k))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
             };
-            if let Some(r) = field("receipt") {
-                notes.push(format!("emergency receipt {r}"));
-            }
-            http::delivered(field("request"))
-        } else if (200..300).contains(&status) {
-            // A 200 without `status: 1` is not an acceptance; resending it unchanged would
-            // get the same answer.
-            Verdict::reject(http::short(&klaxon_core::secret::redact(
-                &format!(
-                    "Pushover {status} without status 1: {}",
-                    Self::errors(&text)
-                ),
-                &secrets,
-            )))
-        } else {
-            self.failure(status, wait, &text)
-        };
-        SendReport::noted(verdict, &notes)
+            let secrets = self.secrets_arr();
+            let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+                Ok(answer) => answer,
+                // Pushover asks for 5 s between retries after a failed connection too.
+                Err(v) => return Self::floor(v).into(),
+            };
+            let json: Option<Value> = serde_json::from_str(&text).ok();
+            let ok = accepted(json.as_ref());
+            let verdict = if (200..300).contains(&status) && ok {
+                let field = |k: &str| {
+                    json.as_ref()
+                        .and_then(|j| j.get(k))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                if let Some(r) = field("receipt") {
+                    notes.push(format!("emergency receipt {r}"));
+                }
+                http::delivered(field("request"))
+            } else if (200..300).contains(&status) {
+                // A 200 without `status: 1` is not an acceptance; resending it unchanged would
+                // get the same answer.
+                Verdict::reject(http::short(&klaxon_core::secret::redact(
+                    &format!(
+                        "Pushover {status} without status 1: {}",
+                        Self::errors(&text)
+                    ),
+                    &secrets,
+                )))
+            } else {
+                self.failure(status, wait, &text)
+            };
+            SendReport::noted(verdict, &notes)
+        }
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use klaxon_core::channel_url::SlackSpec;
 use klaxon_core::limit::{LimitKey, Rate};
-use klaxon_core::render::slack::render;
+use klaxon_core::render::slack::render_content;
+use klaxon_core::template::Markup;
 use klaxon_core::{Notification, Secret, Verdict};
 
 use crate::{Channel, SendContext, SendReport, http};
@@ -25,6 +26,8 @@ const GONE: &[&str] = &[
 ];
 
 pub struct Slack {
+    /// Templates for the title and body.
+    words: crate::Words,
     name: String,
     spec: SlackSpec,
     http: reqwest::Client,
@@ -36,12 +39,19 @@ pub struct Slack {
 impl Slack {
     pub fn new(name: &str, spec: SlackSpec, http: reqwest::Client, timeout: Duration) -> Self {
         Slack {
+            words: crate::Words::defaults(name),
             name: name.to_string(),
             key: format!("slack:{}", http::secret_key(&spec.token)),
             spec,
             http,
             timeout,
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 }
 
@@ -59,13 +69,15 @@ impl Channel for Slack {
     }
 
     async fn send(&self, n: &Notification, _cx: &SendContext) -> SendReport {
+        let (content, note) = self.words.content(n, "slack", Markup::Slack);
+        let report: SendReport = async {
         let url = format!(
             "{}/services/{}",
             self.spec.api_base,
             self.spec.token.expose()
         );
         let secrets = [&self.spec.token];
-        let body = render(n);
+        let body = render_content(n, &content);
         let req = self.http.post(url).json(&body);
         let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
             Ok(answer) => answer,
@@ -106,6 +118,9 @@ impl Channel for Slack {
             http::classify(status, wait, &reason, &secrets)
         };
         SendReport::noted(verdict, &notes)
+        }
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use klaxon_core::channel_url::TelegramSpec;
 use klaxon_core::limit::{LimitKey, Rate};
-use klaxon_core::render::telegram::{MAX_TEXT, ParseMode, caption, render};
+use klaxon_core::render::telegram::{MAX_TEXT, ParseMode, caption, render_content};
 use klaxon_core::{Attachment, Notification, Secret, Verdict};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,6 +40,8 @@ pub const DOCUMENT_MAX: usize = 50_000_000;
 const PHOTO_TYPES: &[&str] = &["image/jpeg", "image/jpg", "image/png", "image/webp"];
 
 pub struct Telegram {
+    /// Templates for the title and body.
+    words: crate::Words,
     name: String,
     spec: TelegramSpec,
     http: reqwest::Client,
@@ -180,6 +182,7 @@ impl Telegram {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         spec.token.expose().hash(&mut h);
         Telegram {
+            words: crate::Words::defaults(name),
             name: name.to_string(),
             bot_key: format!("telegram-bot:{:016x}", h.finish()),
             spec,
@@ -187,6 +190,12 @@ impl Telegram {
             timeout,
             migrated: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 
     fn chat(&self, target: &str) -> String {
@@ -309,7 +318,10 @@ impl Channel for Telegram {
     }
 
     fn targets(&self, n: &Notification) -> Vec<Option<String>> {
-        let parts = render(n, self.spec.parse_mode, MAX_TEXT).len();
+        let content = self
+            .words
+            .quiet(n, "telegram", self.spec.parse_mode.markup());
+        let parts = render_content(n, &content, self.spec.parse_mode, MAX_TEXT).len();
         let files = n.attachments.len();
         let mut out = Vec::with_capacity(self.spec.chats.len() * (parts + files));
         for chat in &self.spec.chats {
@@ -373,7 +385,10 @@ impl Channel for Telegram {
                 };
             }
         };
-        let parts = render(n, self.spec.parse_mode, MAX_TEXT);
+        let (content, note) = self
+            .words
+            .content(n, "telegram", self.spec.parse_mode.markup());
+        let parts = render_content(n, &content, self.spec.parse_mode, MAX_TEXT);
         if parts.len() != of {
             // The rendering changed since the notification was accepted (a new format in the
             // configuration): this delivery carries a whole share of it rather than none.
@@ -390,7 +405,9 @@ impl Channel for Telegram {
                 hold: None,
             };
         };
-        self.deliver(target.chat, &Payload::Text(&text)).await
+        self.deliver(target.chat, &Payload::Text(&text))
+            .await
+            .also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use klaxon_core::channel_url::TwilioSpec;
 use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::render::sms;
+use klaxon_core::template::{Content, Markup};
 use klaxon_core::{Notification, Secret, Verdict};
 use serde_json::Value;
 
@@ -25,6 +26,8 @@ pub const PER_WHATSAPP_SENDER: Rate = Rate::new(80, Duration::from_millis(1030),
 const TOO_MANY_REQUESTS: i64 = 20429;
 
 pub struct Twilio {
+    /// Templates for the title and body.
+    words: crate::Words,
     spec: TwilioSpec,
     http: reqwest::Client,
     timeout: Duration,
@@ -33,10 +36,17 @@ pub struct Twilio {
 impl Twilio {
     pub fn new(spec: TwilioSpec, http: reqwest::Client, timeout: Duration) -> Self {
         Twilio {
+            words: crate::Words::defaults(""),
             spec,
             http,
             timeout,
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 
     fn account_url(&self) -> String {
@@ -48,7 +58,16 @@ impl Twilio {
 
     /// The body this notification becomes, as Twilio will receive it.
     pub fn body(&self, n: &Notification) -> String {
-        sms::render(n, self.spec.is_whatsapp(), self.spec.max_segments as usize)
+        self.body_of(n, &self.words.quiet(n, self.kind(), Markup::Plain))
+    }
+
+    fn body_of(&self, n: &Notification, content: &Content) -> String {
+        sms::render_content(
+            n,
+            content,
+            self.spec.is_whatsapp(),
+            self.spec.max_segments as usize,
+        )
     }
 
     /// Twilio's `{code, message}` error, or the status and raw text when the body is not one.
@@ -99,59 +118,64 @@ impl Channel for Twilio {
     }
 
     async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
-        let Some(to) = cx.target.as_deref() else {
-            return Verdict::reject("Twilio delivery without a recipient").into();
-        };
-        let body = self.body(n);
-        // A Messaging Service picks the sender itself; it is named by SID, not `From`.
-        let from_field = if self.spec.from.starts_with("MG") {
-            "MessagingServiceSid"
-        } else {
-            "From"
-        };
-        let form = [
-            ("To", to),
-            (from_field, self.spec.from.as_str()),
-            ("Body", &body),
-        ];
-        let secrets = [&self.spec.auth_token];
-        let req = self
-            .http
-            .post(format!("{}/Messages.json", self.account_url()))
-            .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()))
-            .form(&form);
-        let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
-            Ok(answer) => answer,
-            Err(v) => return v.into(),
-        };
-        let mut notes = Vec::new();
-        if !self.spec.is_whatsapp() {
-            notes.extend(http::attachments_note(
-                "Twilio SMS cannot carry files",
-                n.attachments.len(),
-            ));
-        } else {
-            notes.extend(http::attachments_note(
-                "WhatsApp through Twilio takes media only by public URL",
-                n.attachments.len(),
-            ));
-        }
-        let verdict = if (200..300).contains(&status) {
-            let json: Option<Value> = serde_json::from_str(&text).ok();
-            let field = |k: &str| json.as_ref().and_then(|j| j.get(k)).cloned();
-            // Twilio sends `num_segments` as a string; accept a number too.
-            let segments = field("num_segments").and_then(|v| match v {
-                Value::String(s) => s.parse::<u64>().ok(),
-                v => v.as_u64(),
-            });
-            if let Some(s) = segments.filter(|_| !self.spec.is_whatsapp()) {
-                notes.push(format!("{s} SMS segment(s)"));
+        let (content, note) = self.words.content(n, self.kind(), Markup::Plain);
+        let report: SendReport = async {
+            let Some(to) = cx.target.as_deref() else {
+                return Verdict::reject("Twilio delivery without a recipient").into();
+            };
+            let body = self.body_of(n, &content);
+            // A Messaging Service picks the sender itself; it is named by SID, not `From`.
+            let from_field = if self.spec.from.starts_with("MG") {
+                "MessagingServiceSid"
+            } else {
+                "From"
+            };
+            let form = [
+                ("To", to),
+                (from_field, self.spec.from.as_str()),
+                ("Body", &body),
+            ];
+            let secrets = [&self.spec.auth_token];
+            let req = self
+                .http
+                .post(format!("{}/Messages.json", self.account_url()))
+                .basic_auth(&self.spec.account_sid, Some(self.spec.auth_token.expose()))
+                .form(&form);
+            let (status, wait, text) = match http::exchange(req, self.timeout, &secrets).await {
+                Ok(answer) => answer,
+                Err(v) => return v.into(),
+            };
+            let mut notes = Vec::new();
+            if !self.spec.is_whatsapp() {
+                notes.extend(http::attachments_note(
+                    "Twilio SMS cannot carry files",
+                    n.attachments.len(),
+                ));
+            } else {
+                notes.extend(http::attachments_note(
+                    "WhatsApp through Twilio takes media only by public URL",
+                    n.attachments.len(),
+                ));
             }
-            http::delivered(field("sid").and_then(|v| v.as_str().map(str::to_string)))
-        } else {
-            self.failure(status, wait, &text)
-        };
-        SendReport::noted(verdict, &notes)
+            let verdict = if (200..300).contains(&status) {
+                let json: Option<Value> = serde_json::from_str(&text).ok();
+                let field = |k: &str| json.as_ref().and_then(|j| j.get(k)).cloned();
+                // Twilio sends `num_segments` as a string; accept a number too.
+                let segments = field("num_segments").and_then(|v| match v {
+                    Value::String(s) => s.parse::<u64>().ok(),
+                    v => v.as_u64(),
+                });
+                if let Some(s) = segments.filter(|_| !self.spec.is_whatsapp()) {
+                    notes.push(format!("{s} SMS segment(s)"));
+                }
+                http::delivered(field("sid").and_then(|v| v.as_str().map(str::to_string)))
+            } else {
+                self.failure(status, wait, &text)
+            };
+            SendReport::noted(verdict, &notes)
+        }
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -6,12 +6,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use klaxon_core::channel_url::WebhookSpec;
 use klaxon_core::limit::LimitKey;
-use klaxon_core::render::webhook::{body, decode_secret, sign};
+use klaxon_core::render::webhook::{body_content, decode_secret, sign};
+use klaxon_core::template::Markup;
 use klaxon_core::{Notification, Secret, Verdict};
 
 use crate::{Channel, SendContext, SendReport, http};
 
 pub struct Webhook {
+    /// Templates for the title and body.
+    words: crate::Words,
     name: String,
     spec: WebhookSpec,
     /// The decoded signing key, checked at start-up by config parsing.
@@ -27,6 +30,7 @@ impl Webhook {
         let method =
             reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         Webhook {
+            words: crate::Words::defaults(name),
             name: name.to_string(),
             spec,
             key,
@@ -34,6 +38,12 @@ impl Webhook {
             timeout,
             method,
         }
+    }
+
+    /// Words messages with these templates (the built-in ones otherwise).
+    pub fn words(mut self, words: crate::Words) -> Self {
+        self.words = words;
+        self
     }
 
     fn all_secrets(&self) -> Vec<&Secret> {
@@ -56,7 +66,9 @@ impl Channel for Webhook {
     }
 
     async fn send(&self, n: &Notification, cx: &SendContext) -> SendReport {
-        let payload = serde_json::to_vec(&body(n, cx.delivery_id, cx.attempt)).unwrap_or_default();
+        let (content, note) = self.words.content(n, "webhook", Markup::Plain);
+        let report: SendReport = async {
+        let payload = serde_json::to_vec(&body_content(n, &content, cx.delivery_id, cx.attempt)).unwrap_or_default();
         let id = cx.delivery_id.to_string();
         let mut req = self
             .http
@@ -99,6 +111,9 @@ impl Channel for Webhook {
             .into();
         }
         http::classify(status, wait, &reason, &secrets).into()
+        }
+        .await;
+        report.also(note)
     }
 
     fn secrets(&self) -> Vec<&Secret> {

@@ -38,6 +38,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `[events."glob"]`: freshness per event type, over the built-in defaults for signals.
     pub events: Vec<EventRule>,
+    /// The built-in templates and the `[templates]` section, compiled once at load.
+    pub templates: std::sync::Arc<crate::template::Templates>,
 }
 
 /// Envelopes in from Redis pub/sub (PRODUCT.md §2): one per message.
@@ -295,6 +297,7 @@ struct FileConfig {
     tradingview: Option<TradingViewFile>,
     redis: Option<RedisFile>,
     events: BTreeMap<String, Spanned<EventFile>>,
+    templates: BTreeMap<String, crate::template::TemplateFile>,
 }
 
 /// `[events."signal.*"]`.
@@ -858,6 +861,17 @@ impl Config {
             }
         }
         let sources = source_switches(&file.sources, &expanded, &mut errors);
+        let templates = match crate::template::Templates::from_file(&file.templates, &names) {
+            Ok(t) => std::sync::Arc::new(t),
+            Err(bad) => {
+                errors.extend(bad.into_iter().map(|e| ConfigError {
+                    line: e.offset.map(|o| line_of(&expanded, o)),
+                    key: e.key,
+                    message: e.message,
+                }));
+                crate::template::Templates::defaults()
+            }
+        };
 
         if errors.is_empty() {
             Ok(Config {
@@ -871,6 +885,7 @@ impl Config {
                 tradingview,
                 redis,
                 events,
+                templates,
             })
         } else {
             Err(ConfigErrors(errors))

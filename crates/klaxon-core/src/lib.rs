@@ -7,6 +7,7 @@
 //!   [`channel_url`]: `tgram://`, `discord://`, `json://` … into a [`channel_url::Provider`].
 //! - [`route`]: which channels a notification goes to; [`digest`]: grouping bursts into digests.
 //! - [`render`]: per-provider text and payloads, escaped and within limits.
+//! - [`template`]: minijinja templates for the words of a message, escaped per markup.
 //! - [`verdict`]: what a send achieved, and the one HTTP-status classifier.
 //! - [`retry`], [`limit`], [`breaker`]: backoff schedule, GCRA rate maths, circuit breaker —
 //!   all with time passed in, so the engine and the tests drive the clock.
@@ -29,6 +30,7 @@ pub mod render;
 pub mod retry;
 pub mod route;
 pub mod secret;
+pub mod template;
 pub mod verdict;
 
 pub use model::{

@@ -102,6 +102,7 @@ impl Service {
             &config.delivery.breaker,
             &persisted,
             config.delivery.concurrency,
+            &config.templates,
         ));
         let start_engine = if role.delivers() {
             Engine::start

@@ -443,7 +443,11 @@ async fn send_now(
     n: Notification,
 ) -> anyhow::Result<ExitCode> {
     install_crypto();
-    let channel = klaxon_channels::build(spec, &klaxon_channels::http_client());
+    let channel = klaxon_channels::build_with(
+        spec,
+        &klaxon_channels::http_client(),
+        config.templates.clone(),
+    );
     let policy = spec
         .retry
         .clone()

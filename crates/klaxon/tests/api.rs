@@ -205,15 +205,7 @@ async fn events_history_status_and_metrics() {
     assert_eq!(st["channels"][0]["name"], json!("log"));
     assert_eq!(s.get("/health").await.0, 200);
     assert_eq!(s.get("/ready").await.0, 200);
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     for name in [
         "klaxon_notifications_received_total",
         "klaxon_deliveries_total",

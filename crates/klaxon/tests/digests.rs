@@ -198,7 +198,8 @@ max_batch = 150
                 .collect::<Vec<_>>()
         };
         let (a, b) = (per_chat("111"), per_chat("-100222"));
-        let whole = |parts: &[String]| parts.join("\n").contains("fill report number 149");
+        // The digest template's compact table: time, action, symbol, price (the last one's).
+        let whole = |parts: &[String]| parts.join("\n").contains("20,149");
         if whole(&a) && whole(&b) {
             assert!(a.len() >= 2 && b.len() >= 2, "split into parts: {a:?}");
             assert!(a[0].contains("150 notifications in "), "{}", a[0]);

@@ -11,47 +11,12 @@ use klaxon_fakes::webhook::WebhookSink;
 use redis::AsyncCommands;
 use serde_json::json;
 
-fn redis_url() -> Option<String> {
-    match std::env::var("KLAXON_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("KLAXON_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "KLAXON_REQUIRE_SERVICES=1 but KLAXON_TEST_REDIS_URL is not set"
-            );
-            eprintln!("skipped: KLAXON_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)");
-            None
-        }
-    }
-}
-
-/// Publishes until at least one subscriber got it (a resubscribing Klaxon may not be on yet);
-/// returns how many tries it took.
-async fn publish_until_heard(
-    conn: &mut redis::aio::MultiplexedConnection,
-    channel: &str,
-    payload: &str,
-) -> usize {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let heard: i64 = conn.publish(channel, payload).await.unwrap();
-        if heard > 0 {
-            return tries;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nobody subscribed to {channel}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn pubsub_envelopes_become_notifications_and_the_subscriber_recovers() {
     common::crypto();
-    let Some(url) = redis_url() else { return };
+    let Some(url) = common::redis_url() else {
+        return;
+    };
     let sink = WebhookSink::start().await;
     let tag = klaxon_core::model::new_id().simple().to_string();
     let (signals, hooks) = (format!("signals-{tag}"), format!("webhook_signals-{tag}"));
@@ -75,12 +40,12 @@ url = "{}"
 
     let buy = json!({"event_type": "signal.generated", "source": "strategy_engine",
         "data": {"strategy_name": "break-and-enter", "action": "BUY", "symbol": "MNQI", "price": 23488.75}});
-    publish_until_heard(&mut conn, &signals, &buy.to_string()).await;
+    common::publish_until_heard(&mut conn, &signals, &buy.to_string()).await;
     let sell = json!({"event_type": "webhook.signal", "data": {"webhook_name": "tv", "action": "SELL", "symbol": "ES", "price": 5012.5}});
-    publish_until_heard(&mut conn, &hooks, &sell.to_string()).await;
+    common::publish_until_heard(&mut conn, &hooks, &sell.to_string()).await;
     // Not JSON, and JSON without the envelope's required field: counted, nothing breaks.
-    publish_until_heard(&mut conn, &signals, "not json").await;
-    publish_until_heard(&mut conn, &signals, r#"{"data": {}}"#).await;
+    common::publish_until_heard(&mut conn, &signals, "not json").await;
+    common::publish_until_heard(&mut conn, &signals, r#"{"data": {}}"#).await;
 
     common::wait_received(&sink, 2).await;
     let titles: Vec<String> = sink
@@ -100,15 +65,7 @@ url = "{}"
     assert_eq!(code, 200, "{ready}");
     assert_eq!(ready["redis"]["connected"], true);
     assert_eq!(ready["redis"]["rejected"], 2, "{ready}");
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("klaxon_ingest_rejected_total{source=\"redis\",reason=\"invalid_json\"}"),
         "{metrics}"
@@ -124,7 +81,7 @@ url = "{}"
         .unwrap();
     assert!(killed >= 1);
     let again = json!({"event_type": "signal.generated", "data": {"action": "EXIT_50", "symbol": "MNQI", "price": 23500}});
-    publish_until_heard(&mut conn, &signals, &again.to_string()).await;
+    common::publish_until_heard(&mut conn, &signals, &again.to_string()).await;
     common::wait_received(&sink, 3).await;
     assert!(
         !s.get("/ready").await.1.to_string().contains(&url),
@@ -138,7 +95,9 @@ url = "{}"
 #[tokio::test]
 async fn stream_entries_are_never_lost_and_never_doubled() {
     common::crypto();
-    let Some(url) = redis_url() else { return };
+    let Some(url) = common::redis_url() else {
+        return;
+    };
     let sink = WebhookSink::start().await;
     let tag = klaxon_core::model::new_id().simple().to_string();
     let key = format!("klaxon:events:{tag}");

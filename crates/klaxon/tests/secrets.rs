@@ -63,16 +63,7 @@ async fn check(config: &str, env: &[(&str, &str)], secrets: &[&str], channel: &s
     seen.push_str(&s.get("/status").await.1.to_string());
     seen.push_str(&s.get("/api/v1/channels").await.1.to_string());
     seen.push_str(&s.get("/api/v1/notifications?limit=100").await.1.to_string());
-    seen.push_str(
-        &s.http
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    seen.push_str(&s.metrics().await);
     let dir = tempfile::tempdir().unwrap();
     seen.push_str(&format!("{:?}", common::config(config, env, &dir)));
     s.stop().await;

@@ -11,6 +11,7 @@
 //! - [`goodput`]: 10, 600 messages through the fake Telegram's limits.
 //! - [`apprise`]: 11, Klaxon against Apprise delivering to the same sink.
 //! - [`replicas`]: 12, delivered/s of 1, 2 and 3 worker processes on one PostgreSQL store.
+//! - [`templates`]: 13, wording a message through a template against no template.
 
 pub mod apprise;
 pub mod delivery;
@@ -21,4 +22,5 @@ pub mod notifier;
 pub mod process;
 pub mod replicas;
 pub mod store;
+pub mod templates;
 pub mod tradingview;

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{fields, style, title, truncate_chars};
+use super::{Content, Fence, Markup, cut_markup, fields, style, truncate_chars};
 use crate::model::Notification;
 
 /// Embed limits, PROVIDERS.md §2 (Discord answers 400 when one is exceeded).
@@ -56,9 +56,17 @@ fn fit(text: &str, max: usize) -> String {
     out
 }
 
+/// The payload without templates: the notification's title and message, and every field.
 pub fn render(n: &Notification, opts: &DiscordOptions) -> Value {
+    render_content(n, &Content::plain(n, Markup::Discord), opts)
+}
+
+/// The payload for a template's content: the title (escaped here) with the emoji, the body
+/// (escaped by the template) as the description, the data fields as embed fields when the
+/// content asks for them, coloured by the action or severity.
+pub fn render_content(n: &Notification, content: &Content, opts: &DiscordOptions) -> Value {
     let s = style(n);
-    let head = fit(&format!("{} {}", s.emoji, title(n)), TITLE_MAX);
+    let head = fit(&format!("{} {}", s.emoji, content.title), TITLE_MAX);
     let footer = match n.event_type.as_deref() {
         Some(et) => format!("{} · {}", n.source, et),
         None => n.source.clone(),
@@ -69,13 +77,14 @@ pub fn render(n: &Notification, opts: &DiscordOptions) -> Value {
         .saturating_sub(footer.chars().count());
 
     let mut embed_fields = Vec::new();
-    let all_fields = fields(n);
+    let all_fields = if content.details {
+        fields(n)
+    } else {
+        Vec::new()
+    };
     // Fields first take what the description leaves; the description is the message and gets
     // priority, so reserve its size up to a point.
-    let description_want = escape_markdown(&n.message)
-        .chars()
-        .count()
-        .min(DESCRIPTION_MAX);
+    let description_want = content.body.chars().count().min(DESCRIPTION_MAX);
     let mut field_budget = budget.saturating_sub(description_want);
     for (k, v) in all_fields.into_iter().take(FIELDS_MAX) {
         let name = fit(&k, FIELD_NAME_MAX);
@@ -88,7 +97,7 @@ pub fn render(n: &Notification, opts: &DiscordOptions) -> Value {
         budget -= size;
         embed_fields.push(json!({"name": name, "value": value, "inline": true}));
     }
-    let description = fit(&n.message, DESCRIPTION_MAX.min(budget));
+    let description = describe(&content.body, DESCRIPTION_MAX.min(budget));
 
     let mut embed = json!({
         "title": head,
@@ -117,6 +126,12 @@ pub fn render(n: &Notification, opts: &DiscordOptions) -> Value {
         body["avatar_url"] = json!(a);
     }
     body
+}
+
+/// The body within `max` characters, `…` at the cut, a code block closed if the cut falls
+/// inside it.
+fn describe(body: &str, max: usize) -> String {
+    cut_markup(body, max, Fence::of(Markup::Discord))
 }
 
 /// Characters counted against `EMBED_TOTAL_MAX` for one embed (used by tests and fakes).

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::{fields, style, title, truncate_chars};
+use super::{Content, Fence, Markup, cut_markup, fields, style, title, truncate_chars};
 use crate::model::{Notification, Severity};
 
 /// RFC 5322 caps a header line at 998 characters; clients show far fewer. 200 keeps the whole
@@ -59,6 +59,10 @@ fn one_line(text: &str) -> String {
 }
 
 pub fn subject(n: &Notification) -> String {
+    subject_titled(n, &title(n))
+}
+
+fn subject_titled(n: &Notification, title: &str) -> String {
     let s = style(n);
     // Severity in brackets from warning up, so inbox rules can file or page on `[CRITICAL]`;
     // below that it is noise in front of every trading signal.
@@ -67,10 +71,7 @@ pub fn subject(n: &Notification) -> String {
     } else {
         String::new()
     };
-    truncate_chars(
-        &one_line(&format!("{} {tag}{}", s.emoji, title(n))),
-        SUBJECT_MAX,
-    )
+    truncate_chars(&one_line(&format!("{} {tag}{title}", s.emoji)), SUBJECT_MAX)
 }
 
 /// The data fields cut to their limits, and how many were left out.
@@ -113,10 +114,26 @@ fn meta(n: &Notification) -> String {
     line
 }
 
+/// The email without templates: the notification's title and message, and every field.
 pub fn render(n: &Notification) -> EmailBody {
-    let head = truncate_chars(&one_line(&title(n)), SUBJECT_MAX);
-    let message = truncate_chars(&n.message, MESSAGE_MAX);
-    let (rows, hidden) = shown_fields(n);
+    render_content(
+        n,
+        &Content::plain(n, Markup::Plain),
+        &Content::plain(n, Markup::Html),
+    )
+}
+
+/// The email for a template's content, rendered once as plain text (`text`) and once as HTML
+/// (`html`, escaped by the template); the fields table when the content asks for it.
+pub fn render_content(n: &Notification, plain: &Content, html: &Content) -> EmailBody {
+    let head = truncate_chars(&one_line(&plain.title), SUBJECT_MAX);
+    let message = truncate_chars(&plain.body, MESSAGE_MAX);
+    let html_message = cut_markup(&html.body, MESSAGE_MAX * 2, Fence::of(Markup::Html));
+    let (rows, hidden) = if plain.details {
+        shown_fields(n)
+    } else {
+        (Vec::new(), 0)
+    };
     let footer = footer(n);
     let meta = meta(n);
 
@@ -133,13 +150,29 @@ pub fn render(n: &Notification) -> EmailBody {
     let _ = write!(text, "\n-- \n{footer}\n{meta}\n");
 
     EmailBody {
-        subject: subject(n),
+        subject: subject_titled(n, &plain.title),
         text,
-        html: html(n, &head, &message, &rows, hidden, &footer, &meta),
+        html: html_page(n, &head, &html_message, &rows, hidden, &footer, &meta),
     }
 }
 
-fn html(
+/// Line breaks as `<br>`, except inside `<pre>` where they already show.
+fn breaks(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() + 64);
+    let mut in_pre = false;
+    for (i, line) in html.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str(if in_pre { "\n" } else { "<br>\n" });
+        }
+        out.push_str(line);
+        if line.matches("<pre>").count() != line.matches("</pre>").count() {
+            in_pre = !in_pre;
+        }
+    }
+    out
+}
+
+fn html_page(
     n: &Notification,
     head: &str,
     message: &str,
@@ -172,8 +205,9 @@ fn html(
     if !message.is_empty() {
         let _ = writeln!(
             out,
-            "<p style=\"margin:0 0 16px;font-size:15px;line-height:1.45\">{}</p>",
-            escape_html(message).replace('\n', "<br>\n")
+            // A div, not a p: a template may put a <pre> table in the message.
+            "<div style=\"margin:0 0 16px;font-size:15px;line-height:1.45\">{}</div>",
+            breaks(message)
         );
     }
     if !rows.is_empty() {

@@ -15,9 +15,10 @@ pub mod telegram;
 pub mod webhook;
 
 use crate::model::{Notification, Severity};
+pub use crate::template::{Content, Markup};
 
-/// Emoji and colour for a notification: the trading action when there is one (BUY green,
-/// SELL red, EXIT orange, webhook signals blue), else the severity.
+/// Emoji and colour for a notification: webhook signals blue, else the trading action when
+/// there is one (BUY green, SELL red, EXIT orange), else the severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
     pub emoji: &'static str,
@@ -34,34 +35,46 @@ pub const AMBER: u32 = 0xF1_C4_0F;
 pub const DARK_RED: u32 = 0x99_1B_1B;
 
 pub fn style(n: &Notification) -> Style {
-    if let Some(action) = n.data.get("action").and_then(|v| v.as_str()) {
-        let a = action.to_ascii_uppercase();
-        if a == "BUY" || a == "LONG" {
-            return Style {
-                emoji: "🟢",
-                color: GREEN,
-            };
-        }
-        if a == "SELL" || a == "SHORT" {
-            return Style {
-                emoji: "🔴",
-                color: RED,
-            };
-        }
-        if a.starts_with("EXIT") || a == "CLOSE" || a == "FLAT" {
-            return Style {
-                emoji: "🟠",
-                color: ORANGE,
-            };
-        }
-    }
+    // Webhook signals are blue whatever their action, so they stand apart from the strategy's
+    // own signals in the same channel; the template shows the action's emoji in the text.
     if n.event_type.as_deref() == Some("webhook.signal") {
         return Style {
             emoji: "🔵",
             color: BLUE,
         };
     }
-    match n.severity {
+    if let Some(s) = crate::template::action_of(&n.data).and_then(|a| action_style(&a)) {
+        return s;
+    }
+    severity_style(n.severity)
+}
+
+/// The style of a trading action (`BUY`, `sell`, `EXIT_50` …), if it is one.
+pub fn action_style(action: &str) -> Option<Style> {
+    let a = action.trim().to_ascii_uppercase();
+    if a == "BUY" || a == "LONG" {
+        return Some(Style {
+            emoji: "🟢",
+            color: GREEN,
+        });
+    }
+    if a == "SELL" || a == "SHORT" {
+        return Some(Style {
+            emoji: "🔴",
+            color: RED,
+        });
+    }
+    if a.starts_with("EXIT") || a == "CLOSE" || a == "FLAT" {
+        return Some(Style {
+            emoji: "🟠",
+            color: ORANGE,
+        });
+    }
+    None
+}
+
+pub fn severity_style(severity: Severity) -> Style {
+    match severity {
         Severity::Debug => Style {
             emoji: "🔍",
             color: GREY,
@@ -199,6 +212,180 @@ pub fn escape_fit(text: &str, max: usize, escape: impl Fn(char, &mut String)) ->
             out.truncate(safe);
             out.push('…');
             return out;
+        }
+    }
+    out
+}
+
+/// A multi-line code block's markers in a markup, so a split can close it at the end of one
+/// part and open it again at the start of the next.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    pub open: &'static str,
+    pub close: &'static str,
+}
+
+impl Fence {
+    /// `<pre>` for HTML; ```` ``` ```` for the Markdowns; none for plain text.
+    pub fn of(markup: Markup) -> Option<Fence> {
+        match markup {
+            Markup::Html => Some(Fence {
+                open: "<pre>",
+                close: "</pre>",
+            }),
+            Markup::Plain => None,
+            _ => Some(Fence {
+                open: "```",
+                close: "```",
+            }),
+        }
+    }
+
+    /// Whether a line leaves a block open that was closed before it (or the reverse).
+    fn toggles(&self, line: &str) -> bool {
+        if self.open == self.close {
+            line.matches(self.open).count() % 2 == 1
+        } else {
+            line.matches(self.open).count() != line.matches(self.close).count()
+        }
+    }
+
+    /// What ends a part inside the block, and what starts the next.
+    fn suffix(&self) -> String {
+        if self.open == self.close {
+            format!("\n{}", self.close)
+        } else {
+            self.close.to_string()
+        }
+    }
+
+    fn prefix(&self) -> String {
+        if self.open == self.close {
+            format!("{}\n", self.open)
+        } else {
+            self.open.to_string()
+        }
+    }
+}
+
+/// Packs lines into parts of at most `max` (as `measure` counts), never cutting a line; a code
+/// block cut between two parts is closed and opened again so each part is valid on its own.
+/// A line that cannot fit on its own is cut with `cut` (which must keep the markup valid).
+pub fn pack_lines(
+    lines: impl IntoIterator<Item = String>,
+    max: usize,
+    fence: Option<Fence>,
+    measure: fn(&str) -> usize,
+    cut: &dyn Fn(&str, usize) -> String,
+) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    // `measure(&cur)`, kept as lines are added rather than counted again each time.
+    let mut size = 0;
+    let mut inside = false;
+    let (suffix, prefix) =
+        fence.map_or((String::new(), String::new()), |f| (f.suffix(), f.prefix()));
+    let (suffix_size, prefix_size) = (measure(&suffix), measure(&prefix));
+    for line in lines {
+        let reserve = if inside { suffix_size } else { 0 };
+        let mut line_size = measure(&line);
+        let line = if line_size + prefix_size + suffix_size > max {
+            let l = cut(&line, max.saturating_sub(prefix_size + suffix_size));
+            line_size = measure(&l);
+            l
+        } else {
+            line
+        };
+        let sep = usize::from(!cur.is_empty());
+        if !cur.is_empty() && size + sep + line_size + reserve > max {
+            if inside {
+                cur.push_str(&suffix);
+            }
+            parts.push(std::mem::take(&mut cur));
+            size = 0;
+            if inside {
+                cur.push_str(&prefix);
+                size = prefix_size;
+            }
+        }
+        // A part that starts by reopening a block goes straight on with the line.
+        if !(cur.is_empty() || inside && cur == prefix) {
+            cur.push('\n');
+            size += 1;
+        }
+        cur.push_str(&line);
+        size += line_size;
+        if fence.is_some_and(|f| f.toggles(&line)) {
+            inside = !inside;
+        }
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+/// The text HTML markup shows: tags dropped, the entities our escaping makes decoded. For a
+/// line that must be cut where its tags cannot follow.
+pub fn html_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Characters, as most providers count.
+pub fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// UTF-16 code units, as Telegram counts.
+pub fn utf16(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// Cuts markup text to `max` characters with `…`, never inside an HTML entity or after a
+/// lone escaping backslash, and closes a code block the cut left open.
+pub fn cut_markup(text: &str, max: usize, fence: Option<Fence>) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let close = fence.map(|f| f.suffix()).unwrap_or_default();
+    let room = max.saturating_sub(close.chars().count());
+    let mut out: String = text.chars().take(room.saturating_sub(1)).collect();
+    // An entity cut in half (`&am`) would show as garbage or be refused.
+    if let Some(amp) = out.rfind('&')
+        && !out[amp..].contains(';')
+        && out.len() - amp <= 8
+    {
+        out.truncate(amp);
+    }
+    // A tag cut in half (`<b`).
+    if let Some(lt) = out.rfind('<')
+        && !out[lt..].contains('>')
+    {
+        out.truncate(lt);
+    }
+    let trailing = out.chars().rev().take_while(|&c| c == '\\').count();
+    if trailing % 2 == 1 {
+        out.pop();
+    }
+    out.push('…');
+    if let Some(f) = fence {
+        let open = out.lines().filter(|l| f.toggles(l)).count() % 2 == 1;
+        if open {
+            out.push_str(&close);
         }
     }
     out

@@ -1,7 +1,7 @@
 //! ntfy messages (PROVIDERS.md §8): a title, a Markdown body, a priority from the severity and
 //! tags whose emoji shortcodes ntfy shows in front of the title.
 
-use super::{fields, title, truncate_chars};
+use super::{Content, Markup, fields, truncate_chars};
 use crate::model::{Notification, Severity};
 
 /// ntfy's default `message-size-limit` (server config docs): a longer body is turned into an
@@ -37,8 +37,7 @@ pub fn priority(s: Severity) -> u8 {
 /// The emoji shortcode for the notification's style; ntfy turns a tag that is a known
 /// shortcode into that emoji before the title.
 pub fn emoji_tag(n: &Notification) -> &'static str {
-    if let Some(action) = n.data.get("action").and_then(|v| v.as_str()) {
-        let a = action.to_ascii_uppercase();
+    if let Some(a) = crate::template::action_of(&n.data) {
         if a == "BUY" || a == "LONG" {
             return "chart_with_upwards_trend";
         }
@@ -104,12 +103,37 @@ fn push_raw(out: &mut String, raw: &str, max: usize) -> bool {
 
 /// The body: the message, then `**key**: value` lines, within `max` bytes.
 pub fn body(n: &Notification, max: usize) -> String {
+    body_content(n, &Content::plain(n, Markup::Ntfy), max)
+}
+
+/// The message for a template's content: the body (escaped by the template), then the
+/// fields when the content asks, within `max` bytes.
+pub fn body_content(n: &Notification, content: &Content, max: usize) -> String {
     let mut out = String::new();
-    if !push_escaped(&mut out, n.message.trim_end(), max) {
+    let text = content.body.trim_end();
+    if !push_raw(&mut out, text, max) {
+        // Too long: as much as fits, never ending on a lone escaping backslash.
+        let room = max - '…'.len_utf8();
+        let mut end = 0;
+        for (i, c) in text.char_indices() {
+            if i + c.len_utf8() > room {
+                break;
+            }
+            end = i + c.len_utf8();
+        }
+        out = text[..end].to_string();
+        if out.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
+            out.pop();
+        }
+        out.push('…');
         return out;
     }
-    let all = fields(n);
-    if !all.is_empty() && !n.message.trim().is_empty() && !push_raw(&mut out, "\n", max) {
+    let all = if content.details {
+        fields(n)
+    } else {
+        Vec::new()
+    };
+    if !all.is_empty() && !text.trim().is_empty() && !push_raw(&mut out, "\n", max) {
         return out;
     }
     for (k, v) in all {
@@ -126,6 +150,10 @@ pub fn body(n: &Notification, max: usize) -> String {
 }
 
 pub fn render(n: &Notification, extra_tags: &[String]) -> NtfyMessage {
+    render_content(n, &Content::plain(n, Markup::Ntfy), extra_tags)
+}
+
+pub fn render_content(n: &Notification, content: &Content, extra_tags: &[String]) -> NtfyMessage {
     let mut tags = vec![emoji_tag(n).to_string()];
     for t in extra_tags.iter().chain(&n.tags) {
         // Tags travel as a comma list in headers: a comma inside one would split it.
@@ -135,8 +163,8 @@ pub fn render(n: &Notification, extra_tags: &[String]) -> NtfyMessage {
         }
     }
     NtfyMessage {
-        title: truncate_chars(&title(n), TITLE_MAX),
-        message: body(n, MESSAGE_MAX_BYTES),
+        title: truncate_chars(&content.title, TITLE_MAX),
+        message: body_content(n, content, MESSAGE_MAX_BYTES),
         priority: priority(n.severity),
         tags,
     }

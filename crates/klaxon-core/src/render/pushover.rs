@@ -1,7 +1,7 @@
 //! Pushover messages (PROVIDERS.md §8): HTML mode, so the message is escaped and the data
 //! fields are bold; the priority follows the severity.
 
-use super::{escape_fit, fields, style, title, truncate_chars};
+use super::{Content, Markup, escape_fit, fields, html_text, style, truncate_chars};
 use crate::model::{Notification, Severity};
 
 /// PROVIDERS.md §8: `message` ≤ 1024 and `title` ≤ 250 characters (Pushover answers 400 past
@@ -50,14 +50,26 @@ fn escape(text: &str) -> String {
 /// The message escaped, then one `<b>key</b>: value` line per field while whole lines fit, so
 /// no tag is ever left open; `…` marks anything left out.
 pub fn message(n: &Notification, max: usize) -> String {
-    let mut out = escape(n.message.trim_end());
+    message_content(n, &Content::plain(n, Markup::Html), max)
+}
+
+/// The message for a template's content: the body (HTML, escaped by the template), then the
+/// fields when the content asks for them.
+pub fn message_content(n: &Notification, content: &Content, max: usize) -> String {
+    let mut out = content.body.trim_end().to_string();
     let mut count = out.chars().count();
     if count > max {
-        // The message alone is too long: it gets the whole space, the fields none.
-        return escape_fit(n.message.trim_end(), max, escape_char);
+        // The message alone is too long: it gets the whole space, the fields none, and goes
+        // as its text so no tag is cut open.
+        return escape_fit(html_text(&out).trim_end(), max, escape_char);
     }
     let mut first = out.trim().is_empty();
-    for (k, v) in fields(n) {
+    let fields = if content.details {
+        fields(n)
+    } else {
+        Vec::new()
+    };
+    for (k, v) in fields {
         let sep = if first { "" } else { "\n" };
         let line = format!("{sep}<b>{}</b>: {}", escape(&k), escape(&v));
         let len = line.chars().count();
@@ -76,9 +88,13 @@ pub fn message(n: &Notification, max: usize) -> String {
 }
 
 pub fn render(n: &Notification) -> PushoverMessage {
+    render_content(n, &Content::plain(n, Markup::Html))
+}
+
+pub fn render_content(n: &Notification, content: &Content) -> PushoverMessage {
     PushoverMessage {
-        title: truncate_chars(&format!("{} {}", style(n).emoji, title(n)), TITLE_MAX),
-        message: message(n, MESSAGE_MAX),
+        title: truncate_chars(&format!("{} {}", style(n).emoji, content.title), TITLE_MAX),
+        message: message_content(n, content, MESSAGE_MAX),
         priority: priority(n.severity),
         timestamp: n.created_at.timestamp(),
     }

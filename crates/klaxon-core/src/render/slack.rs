@@ -4,7 +4,10 @@
 
 use serde_json::{Value, json};
 
-use super::{escape_fit, fields, style, title, truncate_chars};
+use super::{
+    Content, Fence, Markup, chars, cut_markup, escape_fit, fields, pack_lines, style,
+    truncate_chars,
+};
 use crate::model::Notification;
 
 /// Block Kit limits (Slack's Block Kit reference; section text also in PROVIDERS.md §3 [3P]).
@@ -39,21 +42,50 @@ fn fit(text: &str, max: usize) -> String {
     escape_fit(text, max, escape_char)
 }
 
+/// The payload without templates: the notification's title and message, and every field.
 pub fn render(n: &Notification) -> Value {
+    render_content(n, &Content::plain(n, Markup::Slack))
+}
+
+/// The payload for a template's content: the title as the header, the body (mrkdwn, escaped
+/// by the template) in sections of at most `SECTION_MAX`, the fields when the content asks.
+pub fn render_content(n: &Notification, content: &Content) -> Value {
     let s = style(n);
-    let head = format!("{} {}", s.emoji, title(n));
+    let head = format!("{} {}", s.emoji, content.title);
     let mut blocks = vec![json!({
         "type": "header",
         // plain_text shows characters as written: no escaping, only the length limit.
         "text": {"type": "plain_text", "text": truncate_chars(&head, HEADER_MAX), "emoji": true},
     })];
-    if !n.message.trim().is_empty() {
+    // Header and context take two of the 50 blocks, and the fields at least one if any.
+    let fields = if content.details {
+        fields(n)
+    } else {
+        Vec::new()
+    };
+    let fence = Fence::of(Markup::Slack);
+    let sections = pack_lines(
+        content.body.trim().lines().map(str::to_string),
+        SECTION_MAX,
+        fence,
+        chars,
+        &|l, m| cut_markup(l, m, fence),
+    );
+    let room = BLOCKS_MAX - 2 - usize::from(!fields.is_empty());
+    let cut = sections.len() > room;
+    for (i, text) in sections.into_iter().take(room).enumerate() {
+        let text = if cut && i + 1 == room {
+            // The last section that fits says that more was cut.
+            cut_markup(&format!("{text}\n…"), SECTION_MAX, fence)
+        } else {
+            text
+        };
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": fit(&n.message, SECTION_MAX)},
+            "text": {"type": "mrkdwn", "text": text},
         }));
     }
-    let shown: Vec<Value> = fields(n)
+    let shown: Vec<Value> = fields
         .into_iter()
         .map(|(k, v)| {
             // `*key*` bold, value below; the key's share is bounded so the value always shows.
@@ -69,9 +101,9 @@ pub fn render(n: &Notification) -> Value {
     }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context(n)}]}));
 
-    let fallback = format!("{head}: {}", n.message);
+    let fallback = format!("{}: {}", escape(&head), content.body);
     json!({
-        "text": fit(&fallback, TEXT_MAX),
+        "text": cut_markup(&fallback, TEXT_MAX, None),
         "attachments": [{"color": format!("#{:06X}", s.color), "blocks": blocks}],
     })
 }

@@ -7,7 +7,7 @@
 //! Bodies are cut to the channel's segment budget with [`segments`], which counts exactly as
 //! Twilio's `num_segments` does. WhatsApp has no segments: up to 1600 characters, `*bold*`.
 
-use super::{fields, style, title, truncate_chars};
+use super::{Content, Markup, fields, style, truncate_chars};
 use crate::model::{Notification, Severity};
 
 /// Segment sizes (PROVIDERS.md §4): a single GSM-7 message holds 160 septets, each part of a
@@ -141,7 +141,17 @@ const KEY_FIELDS: &[&str] = &[
 /// The compact SMS line: `[WARNING] Title: BTCUSDT BUY price 23,488.75 - message`, within
 /// `max_segments`.
 pub fn render_sms(n: &Notification, max_segments: usize) -> String {
-    let mut all = fields(n);
+    render_sms_content(n, &Content::plain(n, Markup::Plain), max_segments)
+}
+
+/// The SMS line for a template's content: title, the key fields when the content asks for
+/// them, the body, all on one line.
+pub fn render_sms_content(n: &Notification, content: &Content, max_segments: usize) -> String {
+    let mut all = if content.details {
+        fields(n)
+    } else {
+        Vec::new()
+    };
     all.sort_by_key(|(k, _)| {
         KEY_FIELDS
             .iter()
@@ -159,14 +169,14 @@ pub fn render_sms(n: &Notification, max_segments: usize) -> String {
             }
         })
         .collect();
-    let mut line = title(n);
+    let mut line = content.title.clone();
     if !numbers.is_empty() {
         line.push_str(": ");
         line.push_str(&numbers.join(" "));
     }
-    if !n.message.trim().is_empty() {
+    if !content.body.trim().is_empty() {
         line.push_str(" - ");
-        line.push_str(&n.message);
+        line.push_str(&content.body);
     }
     // One line: whitespace runs cost septets and a phone shows them as nothing useful.
     let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -185,16 +195,22 @@ pub fn render_sms(n: &Notification, max_segments: usize) -> String {
 
 /// The WhatsApp body: a bold headline, the message, then one line per field.
 pub fn render_whatsapp(n: &Notification) -> String {
+    render_whatsapp_content(n, &Content::plain(n, Markup::Plain))
+}
+
+pub fn render_whatsapp_content(n: &Notification, content: &Content) -> String {
     // WhatsApp has no escape for `*`: inside the bold headline one would end the bold early,
     // so it becomes the look-alike `∗` there; elsewhere text goes as written.
-    let head = title(n).replace('*', "∗");
+    let head = content.title.replace('*', "∗");
     let mut out = format!("*{} {}*", style(n).emoji, head.trim());
-    if !n.message.trim().is_empty() {
+    if !content.body.trim().is_empty() {
         out.push('\n');
-        out.push_str(&n.message);
+        out.push_str(&content.body);
     }
-    for (k, v) in fields(n) {
-        out.push_str(&format!("\n{k}: {v}"));
+    if content.details {
+        for (k, v) in fields(n) {
+            out.push_str(&format!("\n{k}: {v}"));
+        }
     }
     fit_utf16(&out, BODY_MAX)
 }
@@ -219,10 +235,19 @@ fn fit_utf16(text: &str, max: usize) -> String {
 
 /// Both forms, keeping Twilio's code out of the choice.
 pub fn render(n: &Notification, whatsapp: bool, max_segments: usize) -> String {
+    render_content(n, &Content::plain(n, Markup::Plain), whatsapp, max_segments)
+}
+
+pub fn render_content(
+    n: &Notification,
+    content: &Content,
+    whatsapp: bool,
+    max_segments: usize,
+) -> String {
     if whatsapp {
-        render_whatsapp(n)
+        render_whatsapp_content(n, content)
     } else {
-        truncate_chars(&render_sms(n, max_segments), BODY_MAX)
+        truncate_chars(&render_sms_content(n, content, max_segments), BODY_MAX)
     }
 }
 

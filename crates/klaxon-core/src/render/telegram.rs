@@ -6,7 +6,9 @@
 
 use serde::Deserialize;
 
-use super::{fields, style, title, truncate_chars};
+use super::{
+    Content, Fence, Markup, fields, html_text, pack_lines, style, title, truncate_chars, utf16,
+};
 use crate::model::Notification;
 
 /// `sendMessage.text`: 1–4096 characters after entity parsing (PROVIDERS.md §1). Telegram
@@ -26,6 +28,15 @@ pub enum ParseMode {
 }
 
 impl ParseMode {
+    /// The markup templates write for this mode.
+    pub fn markup(self) -> Markup {
+        match self {
+            ParseMode::Html => Markup::Html,
+            ParseMode::MarkdownV2 => Markup::MarkdownV2,
+            ParseMode::Plain => Markup::Plain,
+        }
+    }
+
     /// The `parse_mode` parameter; `None` for plain text.
     pub fn api_name(self) -> Option<&'static str> {
         match self {
@@ -121,36 +132,85 @@ fn dress(mode: ParseMode, how: Dress, text: &str, key: &str) -> String {
     }
 }
 
-/// Renders a notification into one or more message texts, each ≤ `max` characters.
+/// Renders a notification, without templates, into one or more message texts, each ≤ `max`.
 pub fn render(n: &Notification, mode: ParseMode, max: usize) -> Vec<String> {
+    render_content(n, &Content::plain(n, mode.markup()), mode, max)
+}
+
+/// Renders a template's content: the title in bold with the emoji, the body as the template
+/// wrote it (already escaped for `mode`), then — when the content asks — the data fields and
+/// tags; split into messages of at most `max` characters on line boundaries.
+pub fn render_content(
+    n: &Notification,
+    content: &Content,
+    mode: ParseMode,
+    max: usize,
+) -> Vec<String> {
     let s = style(n);
-    let mut lines: Vec<(Dress, String, String)> = Vec::new();
-    lines.push((
+    let mut rendered = dress_split(
+        mode,
         Dress::Bold,
-        format!("{} {}", s.emoji, clean(&title(n))),
-        String::new(),
-    ));
-    for line in clean(&n.message).split('\n') {
-        lines.push((Dress::Plain, line.to_string(), String::new()));
-    }
-    let fields = fields(n);
-    if !fields.is_empty() {
-        lines.push((Dress::Plain, String::new(), String::new()));
-        for (k, v) in fields {
-            // One line per field: a value's own newlines would break the line's markup unit.
-            lines.push((Dress::Field, clean(&v).replace('\n', " "), clean(&k)));
+        &format!("{} {}", s.emoji, clean(&content.title)),
+        "",
+        max,
+    );
+    for line in clean(&content.body).split('\n') {
+        if units(line) <= max {
+            rendered.push(line.to_string());
+        } else {
+            // Markup cannot be cut just anywhere: a line too long for a message goes out as
+            // its text, cut at spaces.
+            rendered.extend(dress_split(
+                mode,
+                Dress::Plain,
+                &to_text(mode, line),
+                "",
+                max,
+            ));
         }
     }
-    if !n.tags.is_empty() {
-        let tags: Vec<String> = n.tags.iter().map(|t| format!("#{}", clean(t))).collect();
-        lines.push((Dress::Plain, tags.join(" "), String::new()));
+    if content.details {
+        let fields = fields(n);
+        if !fields.is_empty() {
+            rendered.push(String::new());
+            for (k, v) in fields {
+                // One line per field: a value's own newlines would break the line's markup unit.
+                rendered.extend(dress_split(
+                    mode,
+                    Dress::Field,
+                    &clean(&v).replace('\n', " "),
+                    &clean(&k),
+                    max,
+                ));
+            }
+        }
+        if !n.tags.is_empty() {
+            let tags: Vec<String> = n.tags.iter().map(|t| format!("#{}", clean(t))).collect();
+            rendered.extend(dress_split(mode, Dress::Plain, &tags.join(" "), "", max));
+        }
     }
+    pack(rendered, max, mode)
+}
 
-    let mut rendered = Vec::new();
-    for (how, text, key) in lines {
-        rendered.extend(dress_split(mode, how, &text, &key, max));
+/// The text a line of markup shows: tags dropped and entities decoded (HTML), escapes and
+/// entity markers removed (MarkdownV2).
+fn to_text(mode: ParseMode, line: &str) -> String {
+    match mode {
+        ParseMode::Plain => line.to_string(),
+        ParseMode::Html => html_text(line),
+        ParseMode::MarkdownV2 => {
+            let mut out = String::with_capacity(line.len());
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    '*' | '_' | '~' | '`' | '|' => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        }
     }
-    pack(rendered, max)
 }
 
 /// `sendPhoto`/`sendDocument` `caption`: 0–1024 characters after entity parsing
@@ -182,7 +242,19 @@ pub fn render_text(text: &str, mode: ParseMode, max: usize) -> Vec<String> {
         .split('\n')
         .flat_map(|l| dress_split(mode, Dress::Plain, l, "", max))
         .collect();
-    pack(lines, max)
+    pack(lines, max, ParseMode::Plain)
+}
+
+/// What one character costs once escaped for `mode`, without building the text (a long line
+/// is measured a character at a time).
+fn escaped_units(mode: ParseMode, c: char) -> usize {
+    match (mode, c) {
+        (ParseMode::Html, '<' | '>') => 4,
+        (ParseMode::Html, '&') => 5,
+        (ParseMode::Html, '"') => 6,
+        (ParseMode::MarkdownV2, c) if MDV2_RESERVED.contains(c) => 2,
+        (_, c) => c.len_utf16(),
+    }
 }
 
 fn units(s: &str) -> usize {
@@ -206,8 +278,7 @@ fn dress_split(mode: ParseMode, how: Dress, text: &str, key: &str, max: usize) -
         let mut size = units(&dress(mode, how, "", key));
         while end < chars.len() {
             let c = chars[end];
-            let piece = dress(mode, Dress::Plain, &c.to_string(), "");
-            size += units(&piece);
+            size += escaped_units(mode, c);
             if size > max {
                 break;
             }
@@ -233,26 +304,16 @@ fn dress_split(mode: ParseMode, how: Dress, text: &str, key: &str, max: usize) -
     out
 }
 
-/// Packs dressed lines into messages of at most `max` units, never cutting a line.
-fn pack(lines: Vec<String>, max: usize) -> Vec<String> {
-    let mut messages = Vec::new();
-    let mut cur = String::new();
-    let mut cur_units = 0;
-    for line in lines {
-        let u = units(&line);
-        let extra = if cur.is_empty() { u } else { u + 1 };
-        if !cur.is_empty() && cur_units + extra > max {
-            messages.push(std::mem::take(&mut cur));
-            cur_units = 0;
-        }
-        if !cur.is_empty() {
-            cur.push('\n');
-            cur_units += 1;
-        }
-        cur.push_str(&line);
-        cur_units += u;
-    }
-    messages.push(cur);
+/// Packs dressed lines into messages of at most `max` units, never cutting a line; a `<pre>`
+/// or ```` ``` ```` block that spans two messages is closed and reopened.
+fn pack(lines: Vec<String>, max: usize, mode: ParseMode) -> Vec<String> {
+    let fence = Fence::of(mode.markup());
+    let mut messages = pack_lines(lines, max, fence, utf16, &|line, room| {
+        dress_split(mode, Dress::Plain, &to_text(mode, line), "", room)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    });
     // Telegram rejects a message that is empty after parsing; drop blank parts.
     messages.retain(|m| !m.trim().is_empty());
     if messages.is_empty() {

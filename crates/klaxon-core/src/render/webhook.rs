@@ -8,10 +8,17 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::{Content, Markup};
 use crate::model::Notification;
 use crate::secret::Secret;
 
 pub fn body(n: &Notification, delivery_id: Uuid, attempt: u32) -> Value {
+    body_content(n, &Content::plain(n, Markup::Plain), delivery_id, attempt)
+}
+
+/// The body with a template's title and message (plain text); the notification's own unless
+/// the user configured a webhook template.
+pub fn body_content(n: &Notification, content: &Content, delivery_id: Uuid, attempt: u32) -> Value {
     json!({
         "version": "1.0",
         "id": n.id,
@@ -19,8 +26,8 @@ pub fn body(n: &Notification, delivery_id: Uuid, attempt: u32) -> Value {
         "type": n.severity.as_str(),
         "severity": n.severity.as_str(),
         "priority": n.priority.as_str(),
-        "title": super::title(n),
-        "message": n.message,
+        "title": content.title,
+        "message": content.body,
         "event_type": n.event_type,
         "source": n.source,
         "user_id": n.user_id,

@@ -538,6 +538,12 @@ impl Engine {
         );
         if let Some(note) = &report.note {
             tracing::warn!(channel = %rt.spec.name, delivery = %c.delivery.id, "{note}");
+            // Kept with the attempt (and so as the delivery's last error) even on success, so
+            // GET /api/v1/notifications/{id} shows why a message looks different (a template
+            // that failed and fell back, a file left out).
+            if completion.attempt.error.is_none() {
+                completion.attempt.error = Some(note.clone());
+            }
         }
         if completion.status == DeliveryStatus::Dead {
             completion.fallback = self.plan_fallback(&c).await;

@@ -220,6 +220,7 @@ impl Registry {
         breaker: &BreakerPolicy,
         persisted: &[ChannelState],
         concurrency: usize,
+        templates: &Arc<klaxon_core::template::Templates>,
     ) -> Self {
         let cap = (concurrency * 3 / 4).max(1);
         let channels = specs
@@ -232,7 +233,7 @@ impl Registry {
                 });
                 let rt = Runtime {
                     spec: spec.clone(),
-                    channel: klaxon_channels::build(spec, http),
+                    channel: klaxon_channels::build_with(spec, http, templates.clone()),
                     breaker: Mutex::new(Breaker::new(breaker.clone())),
                     state: Mutex::new(state),
                     delivered: AtomicU64::new(0),

@@ -105,6 +105,12 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// Submits a notification, expects `202`, returns its id.
     pub async fn send(&self, body: Value) -> String {
         let (code, v) = self.post("/api/v1/notifications", &body).await;
@@ -177,6 +183,47 @@ pub async fn wait_received(sink: &klaxon_fakes::webhook::WebhookSink, n: usize) 
             sink.count()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The Redis to test against (`KLAXON_TEST_REDIS_URL`); `None`, with a notice, when unset,
+/// unless `KLAXON_REQUIRE_SERVICES=1` makes that a failure.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("KLAXON_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("KLAXON_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "KLAXON_REQUIRE_SERVICES=1 but KLAXON_TEST_REDIS_URL is not set"
+            );
+            eprintln!("skipped: KLAXON_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)");
+            None
+        }
+    }
+}
+
+/// Publishes until at least one subscriber got it (a resubscribing Klaxon may not be on yet);
+/// returns how many tries it took.
+pub async fn publish_until_heard(
+    conn: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    payload: &str,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let heard: i64 = redis::AsyncCommands::publish(conn, channel, payload)
+            .await
+            .unwrap();
+        if heard > 0 {
+            return tries;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody subscribed to {channel}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
