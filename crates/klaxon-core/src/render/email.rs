@@ -124,16 +124,14 @@ pub fn render(n: &Notification) -> EmailBody {
 }
 
 /// The email for a template's content, rendered once as plain text (`text`) and once as HTML
-/// (`html`, escaped by the template); the fields table when the content asks for it.
+/// (`html`, escaped by the template), always with the fields table: an email is the full record
+/// an operator files and searches (a risk breach's equity, an order error's payload), and it
+/// has the room that a chat message does not.
 pub fn render_content(n: &Notification, plain: &Content, html: &Content) -> EmailBody {
     let head = truncate_chars(&one_line(&plain.title), SUBJECT_MAX);
     let message = truncate_chars(&plain.body, MESSAGE_MAX);
     let html_message = cut_markup(&html.body, MESSAGE_MAX * 2, Fence::of(Markup::Html));
-    let (rows, hidden) = if plain.details {
-        shown_fields(n)
-    } else {
-        (Vec::new(), 0)
-    };
+    let (rows, hidden) = shown_fields(n);
     let footer = footer(n);
     let meta = meta(n);
 
