@@ -17,7 +17,7 @@ pub mod fallback;
 pub mod health;
 pub mod registry;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +48,9 @@ use crate::events::{DeliveryEvent, Event, Events};
 /// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
 /// back to the store with `not_before` at the slot.
 const HOLD_MAX: Duration = Duration::from_millis(1500);
+/// Past this many slot bookings, those more than `BOOKED_KEEP` overdue are dropped.
+const BOOKED_SWEEP: usize = 10_000;
+const BOOKED_KEEP: Duration = Duration::from_secs(60);
 /// Most deliveries claimed in one round.
 const CLAIM_MAX: usize = 256;
 /// The scheduler looks at the store at least this often (expired leases of crashed workers,
@@ -82,6 +85,10 @@ pub struct Engine {
     completions: mpsc::Sender<Completion>,
     /// Claimed and not yet completed: handed back to the store on shutdown.
     in_flight: Mutex<HashSet<Uuid>>,
+    /// Rate-limit slots booked for deliveries sent back to the store because their slot was
+    /// more than `HOLD_MAX` away: each comes back at its own slot and uses it, instead of a
+    /// chat's whole backlog returning at once to be deferred again.
+    booked: Mutex<HashMap<Uuid, Duration>>,
     /// Every spawned send, so shutdown can wait for them.
     tasks: TaskTracker,
     /// Where each accounted attempt and channel change is announced (the live stream).
@@ -144,6 +151,7 @@ impl Engine {
             groups_wake: Notify::new(),
             completions: tx,
             in_flight: Mutex::new(HashSet::new()),
+            booked: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             events: Events::new(),
         });
@@ -394,20 +402,30 @@ impl Engine {
             keys.push(rt.channel_key());
             keys.extend(rt.user_keys(c.notification.user_id.as_deref()));
             let at = {
-                let mut limiter = self.limiter.guard();
-                let earliest = limiter.earliest(&keys, now_mono);
-                if earliest - now_mono > HOLD_MAX {
+                let mut booked = self.booked.guard();
+                // Its own slot, booked when it was deferred; else the next free one, booked now
+                // however far off it is, so the deliveries behind it queue after it.
+                let at = match booked.remove(&c.delivery.id) {
+                    Some(at) => at.max(now_mono),
+                    None => self.limiter.guard().reserve(&keys, now_mono),
+                };
+                if at - now_mono > HOLD_MAX {
                     if probe {
                         rt.breaker.guard().abandon_probe(now_mono);
                     }
+                    if booked.len() >= BOOKED_SWEEP {
+                        // Bookings of rows another replica sent, or that ended otherwise.
+                        booked.retain(|_, t| *t + BOOKED_KEEP > now_mono);
+                    }
+                    booked.insert(c.delivery.id, at);
                     deferrals.push(Deferral {
                         delivery_id: c.delivery.id,
                         not_before: Utc::now()
-                            + TimeDelta::from_std(earliest - now_mono).unwrap_or_default(),
+                            + TimeDelta::from_std(at - now_mono).unwrap_or_default(),
                     });
                     continue;
                 }
-                limiter.reserve(&keys, now_mono)
+                at
             };
             self.in_flight.guard().insert(c.delivery.id);
             let engine = self.clone();
