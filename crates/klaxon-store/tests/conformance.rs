@@ -1065,13 +1065,15 @@ async fn dedup_inside_one_batch(store: Arc<dyn Store>) {
     assert_eq!(r[0].duplicate_of, None);
     assert!(r[1..].iter().all(|x| x.duplicate_of == Some(first_id)));
     assert_eq!(store.get(first_id).await.unwrap().unwrap().repeats, 3);
-    // An idempotent retry of a repeat answers with that repeat, pointer included.
+    // An idempotent retry of a repeat answers with that repeat, pointer included. The original
+    // is made first: a repeat's window reaches back from its own creation time, so an "original"
+    // created a millisecond after it would not count (and the test would depend on the clock).
+    let orig = deduped("burst2", 300);
+    let orig_id = orig.id;
     let mut n = deduped("burst2", 300);
     n.idempotency_key = Some("once".into());
     let mut again = n.clone();
     again.id = new_id();
-    let orig = deduped("burst2", 300);
-    let orig_id = orig.id;
     let r = store
         .insert(vec![
             entry(orig, &["a"]),
