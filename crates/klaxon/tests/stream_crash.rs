@@ -6,41 +6,21 @@
 //! "Between read and ack" is made certain, not hoped for: the test holds SQLite's write lock, so
 //! Klaxon reads the entries and then waits on the commit; the kill lands there.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::Binary;
 use klaxon_fakes::webhook::WebhookSink;
 use redis::AsyncCommands;
 use serde_json::json;
 use sqlx::{Connection, SqliteConnection};
 
-fn redis_url() -> Option<String> {
-    match std::env::var("KLAXON_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("KLAXON_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "KLAXON_REQUIRE_SERVICES=1 but KLAXON_TEST_REDIS_URL is not set"
-            );
-            eprintln!("skipped: KLAXON_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Setup {
     config: std::path::PathBuf,
     db: std::path::PathBuf,
-    base: String,
+    port: u16,
     key: String,
     _dir: tempfile::TempDir,
 }
@@ -49,7 +29,7 @@ impl Setup {
     fn new(redis: &str, sink: &WebhookSink) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("stream.db");
-        let port = free_port();
+        let port = common::free_port();
         let key = format!("klaxon:crash:{}", klaxon_core::model::new_id().simple());
         let hook = sink.url().replacen("http://", "json://", 1) + "/in";
         let config = dir.path().join("klaxon.toml");
@@ -57,8 +37,6 @@ impl Setup {
             &config,
             format!(
                 r#"
-[server]
-listen = "127.0.0.1:{port}"
 [store]
 url = "sqlite://{}"
 [delivery]
@@ -80,41 +58,15 @@ url = "{hook}"
         Setup {
             config,
             db,
-            base: format!("http://127.0.0.1:{port}"),
+            port,
             key,
             _dir: dir,
         }
     }
 
-    async fn start(&self) -> Child {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_klaxon"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .env_remove("KLAXON_REDIS_URL")
-            .env_remove("TELEGRAM_BOT_TOKEN")
-            .env_remove("DISCORD_WEBHOOK_URL")
-            .env_remove("NOTIFICATION_CHANNELS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the klaxon binary starts");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http
-                .get(format!("{}/health", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return child;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("klaxon did not start");
+    /// The real binary on this configuration, once `/ready` (store and stream consumer up).
+    async fn start(&self) -> Binary {
+        Binary::serve_with_config(&self.config, &[], &[], self.port).await
     }
 
     async fn sqlite(&self) -> SqliteConnection {
@@ -134,11 +86,6 @@ url = "{hook}"
         .unwrap();
         rows.into_iter().collect()
     }
-}
-
-fn kill(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 async fn pending(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
@@ -190,7 +137,9 @@ async fn drained(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_read_and_ack_loses_and_doubles_nothing() {
     klaxon::app::install_crypto();
-    let Some(url) = redis_url() else { return };
+    let Some(url) = common::redis_url() else {
+        return;
+    };
     let sink = WebhookSink::start().await;
     let setup = Setup::new(&url, &sink);
     let client = redis::Client::open(url.as_str()).unwrap();
@@ -198,7 +147,7 @@ async fn killed_between_read_and_ack_loses_and_doubles_nothing() {
     let key = setup.key.clone();
 
     // 1. Read, not committed: the test holds the write lock while Klaxon reads three entries.
-    let klaxon = setup.start().await;
+    let mut klaxon = setup.start().await;
     let mut lock = setup.sqlite().await;
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut lock)
@@ -216,7 +165,7 @@ async fn killed_between_read_and_ack_loses_and_doubles_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    kill(klaxon);
+    klaxon.kill();
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     drop(lock);
     assert!(
@@ -233,28 +182,28 @@ async fn killed_between_read_and_ack_loses_and_doubles_nothing() {
     for i in 3..5 {
         ids.push(publish(&mut conn, &key, i).await);
     }
-    let klaxon = setup.start().await;
+    let mut klaxon = setup.start().await;
     drained(&sink, &mut conn, &key, 5).await;
-    kill(klaxon);
+    klaxon.kill();
 
     // 3. Killed at moments the test does not choose, while entries keep coming.
     let mut n = 5;
     for round in 0..3u64 {
-        let klaxon = setup.start().await;
+        let mut klaxon = setup.start().await;
         let until = tokio::time::Instant::now() + Duration::from_millis(200 + 170 * round);
         while tokio::time::Instant::now() < until {
             ids.push(publish(&mut conn, &key, n).await);
             n += 1;
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
-        kill(klaxon);
+        klaxon.kill();
         // Some more while it is down.
         for _ in 0..5 {
             ids.push(publish(&mut conn, &key, n).await);
             n += 1;
         }
     }
-    let klaxon = setup.start().await;
+    let mut klaxon = setup.start().await;
     drained(&sink, &mut conn, &key, n).await;
 
     let stored = setup.notifications().await;
@@ -292,6 +241,6 @@ async fn killed_between_read_and_ack_loses_and_doubles_nothing() {
         received.len(),
         received.len() - webhook_ids.len()
     );
-    kill(klaxon);
+    klaxon.kill();
     let _: () = conn.del(&key).await.unwrap();
 }

@@ -250,11 +250,22 @@ pub fn free_port() -> u16 {
 impl Binary {
     /// Starts `klaxon serve ARGS…` and waits until `/ready` answers 200.
     pub async fn serve(args: &[&str], env: &[(&str, &str)], port: u16) -> Binary {
+        let none = std::path::Path::new("/nonexistent/klaxon.toml");
+        Binary::serve_with_config(none, args, env, port).await
+    }
+
+    /// The same with a configuration file (`KLAXON_LISTEN` still sets the port).
+    pub async fn serve_with_config(
+        config: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Binary {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_klaxon"));
         cmd.arg("serve")
             .args(args)
             .arg("--config")
-            .arg("/nonexistent/klaxon.toml")
+            .arg(config)
             .env("KLAXON_LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .env_remove("TELEGRAM_BOT_TOKEN")
