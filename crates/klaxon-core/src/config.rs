@@ -50,6 +50,11 @@ pub struct RedisConfig {
     pub channels: Vec<String>,
     /// A durable stream read with a consumer group (entry field `payload` = the envelope).
     pub stream: Option<RedisStream>,
+    /// Rate-limit buckets and 429 pauses kept in Redis, shared by every replica (issue 6);
+    /// on unless `shared_limits = false`.
+    pub shared_limits: bool,
+    /// Prefix of every key Klaxon writes (limits, pauses), so deployments can share a Redis.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +79,8 @@ struct RedisFile {
     consumer: Option<String>,
     #[serde(default, with = "opt_duration")]
     claim_idle: Option<Duration>,
+    shared_limits: Option<bool>,
+    key_prefix: Option<String>,
 }
 
 /// TradingView alerts in (PROVIDERS.md §6): no headers, no signature, so the secret rides in
@@ -1103,11 +1110,12 @@ fn redis_config(
     let channels = file
         .channels
         .unwrap_or_else(|| vec!["signals".into(), "webhook_signals".into()]);
-    if channels.is_empty() || channels.iter().any(|c| c.trim().is_empty()) {
+    // `channels = []` subscribes to nothing: Redis then serves streams or shared limits only.
+    if channels.iter().any(|c| c.trim().is_empty()) {
         errors.push(ConfigError {
             line: None,
             key: "redis.channels".into(),
-            message: "name at least one channel, none empty".into(),
+            message: "a channel name is empty".into(),
         });
         return None;
     }
@@ -1125,10 +1133,21 @@ fn redis_config(
             }),
             claim_idle: file.claim_idle.unwrap_or(Duration::from_secs(30)),
         });
+    let key_prefix = file.key_prefix.unwrap_or_else(|| "klaxon:".into());
+    if key_prefix.chars().any(char::is_whitespace) {
+        errors.push(ConfigError {
+            line: None,
+            key: "redis.key_prefix".into(),
+            message: "must not contain spaces".into(),
+        });
+        return None;
+    }
     Some(RedisConfig {
         url: Secret::new(url),
         channels,
         stream,
+        shared_limits: file.shared_limits.unwrap_or(true),
+        key_prefix,
     })
 }
 
@@ -1391,6 +1410,29 @@ mod tests {
         }
         let e = Config::load(None, &env(&[("KLAXON_STORE_URL", "mysql://db/k")])).unwrap_err();
         assert!(format!("{e:?}").contains("store.url"), "{e:?}");
+    }
+
+    #[test]
+    fn redis_shares_limits_unless_told_not_to() {
+        let c = Config::load(
+            None,
+            &env(&[("KLAXON_REDIS_URL", "redis://127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let r = c.redis.unwrap();
+        assert!(r.shared_limits);
+        assert_eq!(r.key_prefix, "klaxon:");
+        assert_eq!(r.channels, ["signals", "webhook_signals"]);
+        let text = "[redis]\nurl = \"redis://r:6379\"\nchannels = []\nshared_limits = false\nkey_prefix = \"desk-2:\"\n";
+        let r = Config::load(Some(text), &env(&[])).unwrap().redis.unwrap();
+        assert!(!r.shared_limits && r.channels.is_empty());
+        assert_eq!(r.key_prefix, "desk-2:");
+        let text = "[redis]\nurl = \"redis://r:6379\"\nkey_prefix = \"a b\"\n";
+        let e = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert!(format!("{e:?}").contains("redis.key_prefix"), "{e:?}");
+        let text = "[redis]\nurl = \"redis://r:6379\"\nchannels = [\" \"]\n";
+        let e = Config::load(Some(text), &env(&[])).unwrap_err();
+        assert!(format!("{e:?}").contains("redis.channels"), "{e:?}");
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl Rate {
     pub fn interval(&self) -> Duration {
         self.per / self.count.max(1)
     }
+
+    /// How far ahead of its steady schedule a key may run: the burst beyond the first send.
+    pub fn tolerance(&self) -> Duration {
+        self.interval() * (self.burst.max(1) - 1)
+    }
 }
 
 impl FromStr for Rate {
@@ -115,8 +120,7 @@ impl Limiter {
         keys.iter()
             .map(|k| {
                 let tat = self.tat.get(&k.key).copied().unwrap_or(Duration::ZERO);
-                let tolerance = k.rate.interval() * (k.rate.burst - 1);
-                tat.saturating_sub(tolerance)
+                tat.saturating_sub(k.rate.tolerance())
             })
             .fold(now, Duration::max)
     }
@@ -138,9 +142,8 @@ impl Limiter {
 
     /// Makes nothing under `key` conform before `until` (a provider's 429 `retry_after`).
     pub fn pause(&mut self, key: &str, rate: Rate, until: Duration) {
-        let tolerance = rate.interval() * (rate.burst - 1);
         let tat = self.tat.entry(key.to_string()).or_insert(Duration::ZERO);
-        *tat = (*tat).max(until + tolerance);
+        *tat = (*tat).max(until + rate.tolerance());
     }
 }
 

@@ -11,6 +11,7 @@ use klaxon_store::Store;
 use klaxon_store::group::GroupCommitter;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::deliver::limits::RateLimits;
 use crate::deliver::registry::{Guard, Registry};
 use crate::deliver::{Engine, EngineHandle};
 use crate::ingest::Ingest;
@@ -77,6 +78,20 @@ pub struct Service {
 pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] klaxon_store::StoreError),
+    #[error("redis.url: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Shared through Redis when `[redis]` is configured (and `shared_limits` not switched off),
+/// else this process's own.
+fn rate_limits(config: &Config) -> Result<RateLimits, StartError> {
+    match &config.redis {
+        Some(r) if r.shared_limits => {
+            tracing::info!(prefix = %r.key_prefix, "rate limits shared through Redis");
+            Ok(RateLimits::shared(&r.url, &r.key_prefix)?)
+        }
+        _ => Ok(RateLimits::local()),
+    }
 }
 
 /// rustls needs one process-wide crypto provider; ring keeps the build free of aws-lc.
@@ -115,6 +130,7 @@ impl Service {
             config.delivery.clone(),
             config.events.clone(),
             config.store.lease,
+            rate_limits(&config)?,
         );
         let committer = GroupCommitter::start(store.clone(), config.store.group_commit_max);
         let ingest = Ingest::new(
@@ -135,6 +151,7 @@ impl Service {
             redis: config
                 .redis
                 .as_ref()
+                .filter(|r| !r.channels.is_empty())
                 .map(|_| crate::sources::Subscriber::default()),
             redis_stream: config
                 .redis

@@ -15,9 +15,10 @@ mod aggregate;
 pub mod decide;
 pub mod fallback;
 pub mod health;
+pub mod limits;
 pub mod registry;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use klaxon_channels::SendContext;
 use klaxon_core::breaker::BreakerState;
 use klaxon_core::config::DeliveryConfig;
-use klaxon_core::limit::{LimitKey, Limiter};
+use klaxon_core::limit::LimitKey;
 use klaxon_core::model::DeliveryStatus;
 use klaxon_core::policy::{EventRule, Freshness};
 use klaxon_core::retry::RetryPolicy;
@@ -42,15 +43,13 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use self::decide::{Effects, Gate, decide, fresh_copy, gate};
+use self::limits::RateLimits;
 use self::registry::{Guard, Registry, Runtime};
 use crate::events::{DeliveryEvent, Event, Events};
 
 /// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
 /// back to the store with `not_before` at the slot.
 const HOLD_MAX: Duration = Duration::from_millis(1500);
-/// Past this many slot bookings, those more than `BOOKED_KEEP` overdue are dropped.
-const BOOKED_SWEEP: usize = 10_000;
-const BOOKED_KEEP: Duration = Duration::from_secs(60);
 /// Most deliveries claimed in one round.
 const CLAIM_MAX: usize = 256;
 /// The scheduler looks at the store at least this often (expired leases of crashed workers,
@@ -76,7 +75,8 @@ pub struct Engine {
     freshness: Vec<EventRule>,
     lease: Duration,
     owner: String,
-    limiter: Mutex<Limiter>,
+    /// This replica's, or shared by all of them through Redis.
+    limits: RateLimits,
     origin: Instant,
     wake: Notify,
     /// Wakes the digest flusher (`aggregate.rs`): members of a digest group were committed.
@@ -85,10 +85,6 @@ pub struct Engine {
     completions: mpsc::Sender<Completion>,
     /// Claimed and not yet completed: handed back to the store on shutdown.
     in_flight: Mutex<HashSet<Uuid>>,
-    /// Rate-limit slots booked for deliveries sent back to the store because their slot was
-    /// more than `HOLD_MAX` away: each comes back at its own slot and uses it, instead of a
-    /// chat's whole backlog returning at once to be deferred again.
-    booked: Mutex<HashMap<Uuid, Duration>>,
     /// Every spawned send, so shutdown can wait for them.
     tasks: TaskTracker,
     /// Where each accounted attempt and channel change is announced (the live stream).
@@ -111,8 +107,9 @@ impl Engine {
         cfg: DeliveryConfig,
         freshness: Vec<EventRule>,
         lease: Duration,
+        limits: RateLimits,
     ) -> EngineHandle {
-        Self::launch(store, registry, cfg, freshness, lease, true)
+        Self::launch(store, registry, cfg, freshness, lease, limits, true)
     }
 
     /// The engine of an API-only replica (`serve --role api`): what intake and the API share
@@ -124,8 +121,9 @@ impl Engine {
         cfg: DeliveryConfig,
         freshness: Vec<EventRule>,
         lease: Duration,
+        limits: RateLimits,
     ) -> EngineHandle {
-        Self::launch(store, registry, cfg, freshness, lease, false)
+        Self::launch(store, registry, cfg, freshness, lease, limits, false)
     }
 
     fn launch(
@@ -134,6 +132,7 @@ impl Engine {
         cfg: DeliveryConfig,
         freshness: Vec<EventRule>,
         lease: Duration,
+        limits: RateLimits,
         deliver: bool,
     ) -> EngineHandle {
         let (tx, rx) = mpsc::channel(COMPLETE_BATCH * 8);
@@ -145,13 +144,12 @@ impl Engine {
             freshness,
             lease,
             owner: format!("{}-{}", hostname(), klaxon_core::model::new_id()),
-            limiter: Mutex::new(Limiter::new()),
+            limits,
             origin: Instant::now(),
             wake: Notify::new(),
             groups_wake: Notify::new(),
             completions: tx,
             in_flight: Mutex::new(HashSet::new()),
-            booked: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             events: Events::new(),
         });
@@ -159,7 +157,10 @@ impl Engine {
         for rt in engine.registry.all() {
             let paused = rt.state.guard().paused_until;
             if let Some(until) = paused.filter(|t| *t > Utc::now()) {
-                engine.pause(rt, (until - Utc::now()).to_std().unwrap_or_default());
+                let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                engine
+                    .limits
+                    .pause_here(&rt.channel_key(), engine.mono() + wait);
             }
         }
         let cancel = CancellationToken::new();
@@ -401,32 +402,23 @@ impl Engine {
             let mut keys = rt.channel.limits(c.delivery.target.as_deref());
             keys.push(rt.channel_key());
             keys.extend(rt.user_keys(c.notification.user_id.as_deref()));
-            let at = {
-                let mut booked = self.booked.guard();
-                // Its own slot, booked when it was deferred; else the next free one, booked now
-                // however far off it is, so the deliveries behind it queue after it.
-                let at = match booked.remove(&c.delivery.id) {
-                    Some(at) => at.max(now_mono),
-                    None => self.limiter.guard().reserve(&keys, now_mono),
-                };
-                if at - now_mono > HOLD_MAX {
-                    if probe {
-                        rt.breaker.guard().abandon_probe(now_mono);
-                    }
-                    if booked.len() >= BOOKED_SWEEP {
-                        // Bookings of rows another replica sent, or that ended otherwise.
-                        booked.retain(|_, t| *t + BOOKED_KEEP > now_mono);
-                    }
-                    booked.insert(c.delivery.id, at);
-                    deferrals.push(Deferral {
-                        delivery_id: c.delivery.id,
-                        not_before: Utc::now()
-                            + TimeDelta::from_std(at - now_mono).unwrap_or_default(),
-                    });
-                    continue;
+            // Its own slot, booked when it was deferred; else the next free one, booked now
+            // however far off it is, so the deliveries behind it queue after it.
+            let now_mono = self.mono();
+            let at = self
+                .limits
+                .slot(c.delivery.id, &keys, now_mono, HOLD_MAX)
+                .await;
+            if at.saturating_sub(now_mono) > HOLD_MAX {
+                if probe {
+                    rt.breaker.guard().abandon_probe(now_mono);
                 }
-                at
-            };
+                deferrals.push(Deferral {
+                    delivery_id: c.delivery.id,
+                    not_before: Utc::now() + TimeDelta::from_std(at - now_mono).unwrap_or_default(),
+                });
+                continue;
+            }
             self.in_flight.guard().insert(c.delivery.id);
             let engine = self.clone();
             let cancel = cancel.clone();
@@ -446,7 +438,7 @@ impl Engine {
                         let all = slots.acquire_owned().await;
                         let mut deadline = deadline;
                         if Instant::now() > deadline + LATE {
-                            let at = engine.limiter.guard().reserve(&keys, engine.mono());
+                            let at = engine.limits.reserve(&keys, engine.mono()).await;
                             deadline = engine.origin + at;
                         }
                         tokio::time::sleep_until(deadline).await;
@@ -454,7 +446,7 @@ impl Engine {
                     } => {
                         let _permits = permits;
                         // A 429 may have paused the channel while this one waited for its slot.
-                        match engine.paused_for(&rt) {
+                        match engine.paused_for(&rt).await {
                             Some(wait) => {
                                 if probe {
                                     rt.breaker.guard().abandon_probe(engine.mono());
@@ -567,7 +559,7 @@ impl Engine {
             completion.fallback = self.plan_fallback(&c).await;
         }
         if let Some(hold) = report.hold {
-            self.pause(&rt, hold);
+            self.pause(&rt, hold).await;
         }
         self.account(&rt, &c, &completion, &effects, now).await;
         self.in_flight.guard().remove(&c.delivery.id);
@@ -747,7 +739,7 @@ impl Engine {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("klaxon_rate_limited_total", "channel" => name.clone()).increment(1);
             tracing::warn!(channel = %name, retry_after = ?pause, "provider rate-limited us; pausing the channel");
-            self.pause(rt, pause);
+            self.pause(rt, pause).await;
             patch.paused_until = Some(Some(now + TimeDelta::from_std(pause).unwrap_or_default()));
         }
         if let Some(reason) = &effects.disable {
@@ -802,18 +794,33 @@ impl Engine {
     }
 
     /// Holds every send on the channel for `d` (all its targets).
-    fn pause(&self, rt: &Runtime, d: Duration) {
+    /// With shared limits, every replica holds too.
+    async fn pause(&self, rt: &Runtime, d: Duration) {
+        self.mark_paused(rt, d);
         let key: LimitKey = rt.channel_key();
-        let until = self.mono() + d;
-        self.limiter.guard().pause(&key.key, key.rate, until);
-        let mut s = rt.state.guard();
-        s.paused_until = Some(Utc::now() + TimeDelta::from_std(d).unwrap_or_default());
+        self.limits.pause(&key, self.mono(), d).await;
     }
 
-    /// How long the channel is still paused (by a 429), if it is.
-    fn paused_for(&self, rt: &Runtime) -> Option<Duration> {
-        let until = rt.state.guard().paused_until?;
-        (until - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+    fn mark_paused(&self, rt: &Runtime, d: Duration) {
+        let mut s = rt.state.guard();
+        let until = Utc::now() + TimeDelta::from_std(d).unwrap_or_default();
+        s.paused_until = Some(s.paused_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// How long the channel is still paused (by a 429 here, or on another replica when limits
+    /// are shared), if it is.
+    async fn paused_for(&self, rt: &Runtime) -> Option<Duration> {
+        let until = rt.state.guard().paused_until;
+        let here = until.and_then(|u| (u - Utc::now()).to_std().ok().filter(|d| !d.is_zero()));
+        if here.is_some() {
+            return here;
+        }
+        let key = rt.channel_key();
+        let left = self.limits.paused_elsewhere(&key.key).await?;
+        // Shown in /status like a pause of its own, and kept by this replica's limiter.
+        self.mark_paused(rt, left);
+        self.limits.pause_here(&key, self.mono() + left);
+        Some(left)
     }
 
     async fn defer_one(&self, id: Uuid, wait: Duration) {

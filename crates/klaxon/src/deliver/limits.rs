@@ -1,0 +1,327 @@
+//! The engine's rate limits: the in-process GCRA of `klaxon_core::limit`, or — when Redis is
+//! configured (`[redis] shared_limits`, on by default) — the same maths in a Redis script, so
+//! every replica draws from one set of buckets (a Telegram bot's 30/s is 30/s for all of them
+//! together) and a 429 seen by one replica pauses them all (issue 6, item 2).
+//!
+//! Redis coordinates; it never stops delivery. A call that fails or takes longer than
+//! `CALL_TIMEOUT` falls back to the replica's own limiter (which is kept current all along, so
+//! a fallback starts from what this replica sent), logged once per outage and counted in
+//! `klaxon_shared_limits_fallbacks_total`; Redis is tried again after `RETRY_AFTER`.
+//!
+//! The clock is Redis's (`TIME` inside the script): replicas' clocks need not agree. Keys are
+//! the limit keys the channels declare (bot tokens appear only as a hash), under `key_prefix`.
+//! Several keys per call means a single Redis node (or a proxy that keeps them together), not
+//! Redis Cluster.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use klaxon_core::limit::{LimitKey, Limiter, Rate};
+use klaxon_core::secret::Secret;
+use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::registry::Guard;
+
+/// Longest a limit call may take before the replica goes on with its own limiter.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failure, Redis is left alone this long (each claim round would otherwise wait
+/// `CALL_TIMEOUT` per delivery on a Redis that hangs).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A delivery's slot, atomically: how long (µs, on Redis's clock) until it may be sent.
+///
+/// KEYS[1] is the delivery's booking: a slot reserved for it when it was last deferred, used
+/// now by whichever replica claimed it (so a deferred backlog neither loses its place nor
+/// reserves twice). Without one, GCRA over the limit keys KEYS[2..]: the earliest time the send
+/// conforms under every key, then counted under each. A key holds its theoretical arrival time
+/// (TAT, µs since the epoch) and expires once it holds no information. A slot further off than
+/// ARGV[1] µs (the engine's hold) is booked under KEYS[1] for the deferral. ARGV[2i] and
+/// ARGV[2i+1] are the emission interval and burst tolerance of KEYS[i+1], in µs. Numbers are
+/// written with `%.0f`: Lua 5.1's default conversion keeps 14 digits, too few for µs.
+const SLOT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local booked = redis.call('GET', KEYS[1])
+if booked then
+  redis.call('DEL', KEYS[1])
+  return string.format('%.0f', math.max(0, tonumber(booked) - now))
+end
+local at = now
+local tats = {}
+for i = 2, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
+  tats[i] = tat
+  local start = tat - tonumber(ARGV[2 * i - 1])
+  if start > at then at = start end
+end
+for i = 2, #KEYS do
+  local tat = math.max(tats[i], at) + tonumber(ARGV[2 * i - 2])
+  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+if at - now > tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], string.format('%.0f', at), 'PX', math.ceil((at - now) / 1000) + 60000)
+end
+return string.format('%.0f', at - now)
+";
+
+/// A provider's 429: nothing under KEYS[1] conforms for ARGV[1] µs (its TAT moves past the
+/// pause, ARGV[2] being its burst tolerance), and KEYS[2] marks the pause so sends already
+/// planned on other replicas hold too.
+const PAUSE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(ARGV[1])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or 0, now + pause + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+redis.call('SET', KEYS[2], '1', 'PX', math.max(1, math.ceil(pause / 1000)))
+return 1
+";
+
+pub struct RateLimits {
+    local: Mutex<Local>,
+    shared: Option<SharedLimits>,
+}
+
+/// This replica's limiter, with the slots it booked for deliveries it deferred.
+#[derive(Default)]
+struct Local {
+    limiter: Limiter,
+    booked: HashMap<Uuid, Duration>,
+}
+
+/// Past this many local bookings, those more than `BOOKED_KEEP` overdue are dropped (rows
+/// another replica sent, or that ended otherwise).
+const BOOKED_SWEEP: usize = 10_000;
+const BOOKED_KEEP: Duration = Duration::from_secs(60);
+
+struct SharedLimits {
+    client: redis::Client,
+    prefix: String,
+    conn: tokio::sync::Mutex<Link>,
+}
+
+#[derive(Default)]
+struct Link {
+    conn: Option<MultiplexedConnection>,
+    /// Set after a failure: Redis is not asked before then.
+    resting_until: Option<Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SharedError {
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no answer within {CALL_TIMEOUT:?}")]
+    Timeout,
+    #[error("resting after a failure")]
+    Resting,
+    #[error("unexpected answer {0:?}")]
+    Answer(String),
+}
+
+impl RateLimits {
+    /// This replica's own limiter: one process, or replicas that share no bot.
+    pub fn local() -> Self {
+        RateLimits {
+            local: Mutex::new(Local::default()),
+            shared: None,
+        }
+    }
+
+    /// Buckets in Redis at `url`. Only the URL is checked here; the connection is made on first
+    /// use and remade after a failure.
+    pub fn shared(url: &Secret, prefix: &str) -> Result<Self, redis::RedisError> {
+        Ok(RateLimits {
+            local: Mutex::new(Local::default()),
+            shared: Some(SharedLimits {
+                client: redis::Client::open(url.expose())?,
+                prefix: prefix.to_string(),
+                conn: tokio::sync::Mutex::new(Link::default()),
+            }),
+        })
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// When delivery `id` may be sent, on the engine's clock (`now` is its present; ≥ `now`
+    /// comes back): the slot booked for it at an earlier deferral, else the next free one
+    /// under every key, which is then counted. A slot more than `hold` away is booked for the
+    /// delivery, which the engine defers until then.
+    pub async fn slot(
+        &self,
+        id: Uuid,
+        keys: &[LimitKey],
+        now: Duration,
+        hold: Duration,
+    ) -> Duration {
+        if let Some(shared) = &self.shared {
+            let asked = Instant::now();
+            match shared.slot(id, keys, hold).await {
+                Ok(wait) => {
+                    let at = now + asked.elapsed() + wait;
+                    // Kept current, so a fallback starts from what this replica sent.
+                    self.local.guard().limiter.reserve(keys, at);
+                    return at;
+                }
+                Err(e) => shared.failed(&e).await,
+            }
+        }
+        let mut local = self.local.guard();
+        if let Some(at) = local.booked.remove(&id) {
+            return at.max(now);
+        }
+        let at = local.limiter.reserve(keys, now);
+        if at - now > hold {
+            if local.booked.len() >= BOOKED_SWEEP {
+                local.booked.retain(|_, t| *t + BOOKED_KEEP > now);
+            }
+            local.booked.insert(id, at);
+        }
+        at
+    }
+
+    /// A new slot under every key, for a send that missed the one it had.
+    pub async fn reserve(&self, keys: &[LimitKey], now: Duration) -> Duration {
+        self.slot(Uuid::nil(), keys, now, Duration::MAX).await
+    }
+
+    /// Holds every send under `key` until `until` on this replica (a persisted pause at start).
+    pub fn pause_here(&self, key: &LimitKey, until: Duration) {
+        self.local.guard().limiter.pause(&key.key, key.rate, until);
+    }
+
+    /// A 429 paused `key` for `wait` from `now`: here, and for every replica when shared.
+    pub async fn pause(&self, key: &LimitKey, now: Duration, wait: Duration) {
+        self.pause_here(key, now + wait);
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.pause(&key.key, key.rate, wait).await
+        {
+            shared.failed(&e).await;
+        }
+    }
+
+    /// How long another replica's 429 still pauses `key`, when limits are shared.
+    pub async fn paused_elsewhere(&self, key: &str) -> Option<Duration> {
+        let shared = self.shared.as_ref()?;
+        match shared.paused_for(key).await {
+            Ok(left) => left,
+            Err(e) => {
+                shared.failed(&e).await;
+                None
+            }
+        }
+    }
+}
+
+impl SharedLimits {
+    fn limit_key(&self, key: &str) -> String {
+        format!("{}rl:{key}", self.prefix)
+    }
+
+    fn pause_key(&self, key: &str) -> String {
+        format!("{}pause:{key}", self.prefix)
+    }
+
+    fn booking_key(&self, id: Uuid) -> String {
+        format!("{}slot:{id}", self.prefix)
+    }
+
+    /// The connection, made when there is none, unless Redis is resting after a failure.
+    async fn connection(&self) -> Result<MultiplexedConnection, SharedError> {
+        let mut link = self.conn.lock().await;
+        if let Some(conn) = &link.conn {
+            return Ok(conn.clone());
+        }
+        if link.resting_until.is_some_and(|t| Instant::now() < t) {
+            return Err(SharedError::Resting);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        if link.resting_until.take().is_some() {
+            tracing::info!("shared rate limits: Redis answers again; limits are shared");
+            metrics::gauge!("klaxon_shared_limits_up").set(1.0);
+        }
+        link.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs one command with the call's deadline.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, SharedError> {
+        let mut conn = self.connection().await?;
+        tokio::time::timeout(CALL_TIMEOUT, cmd.query_async(&mut conn))
+            .await
+            .map_err(|_| SharedError::Timeout)?
+            .map_err(SharedError::from)
+    }
+
+    async fn slot(
+        &self,
+        id: Uuid,
+        keys: &[LimitKey],
+        hold: Duration,
+    ) -> Result<Duration, SharedError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SLOT).arg(keys.len() + 1).arg(self.booking_key(id));
+        for k in keys {
+            cmd.arg(self.limit_key(&k.key));
+        }
+        cmd.arg(micros(hold));
+        for k in keys {
+            cmd.arg(micros(k.rate.interval()))
+                .arg(micros(k.rate.tolerance()));
+        }
+        let wait: String = self.query(&cmd).await?;
+        let wait: u64 = wait.parse().map_err(|_| SharedError::Answer(wait))?;
+        Ok(Duration::from_micros(wait))
+    }
+
+    async fn pause(&self, key: &str, rate: Rate, wait: Duration) -> Result<(), SharedError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PAUSE)
+            .arg(2)
+            .arg(self.limit_key(key))
+            .arg(self.pause_key(key))
+            .arg(micros(wait))
+            .arg(micros(rate.tolerance()));
+        let _: i64 = self.query(&cmd).await?;
+        Ok(())
+    }
+
+    async fn paused_for(&self, key: &str) -> Result<Option<Duration>, SharedError> {
+        let ms: i64 = self
+            .query(redis::cmd("PTTL").arg(self.pause_key(key)))
+            .await?;
+        // -2: no pause; -1 cannot happen (always written with an expiry).
+        Ok((ms > 0).then(|| Duration::from_millis(ms.unsigned_abs())))
+    }
+
+    /// Drops the connection and rests; the first failure of an outage is logged.
+    async fn failed(&self, e: &SharedError) {
+        metrics::counter!("klaxon_shared_limits_fallbacks_total").increment(1);
+        if matches!(e, SharedError::Resting) {
+            return;
+        }
+        let mut link = self.conn.lock().await;
+        link.conn = None;
+        if link.resting_until.is_none() {
+            metrics::gauge!("klaxon_shared_limits_up").set(0.0);
+            // The URL may hold a password: the error is Redis's own, which never repeats it.
+            tracing::warn!(error = %e, "shared rate limits: Redis failed; this replica limits on its own until it answers");
+        }
+        link.resting_until = Some(Instant::now() + RETRY_AFTER);
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
