@@ -63,9 +63,8 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Vec<NewEntry>, Reply
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
                 for (_, reply) in waiting.drain(..) {
-                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    let _ = reply.send(Err(e.duplicate()));
                 }
             }
         }

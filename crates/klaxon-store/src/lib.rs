@@ -26,6 +26,10 @@ pub enum StoreError {
     /// The database could not be reached or refused the operation; worth retrying later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk is full (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`): nothing
+    /// more can be written until space is freed.
+    #[error("store disk full: {0}")]
+    Full(String),
     /// A stored row could not be read back (corruption or a newer schema).
     #[error("store data invalid: {0}")]
     Corrupt(String),
@@ -35,7 +39,31 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        let full = match &e {
+            // SQLITE_FULL (13, or an extended code on top of it) and PostgreSQL's 53100.
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c == "53100" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 13)),
+            sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        };
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Unavailable(e.to_string())
+        }
+    }
+}
+
+impl StoreError {
+    /// The same error for another waiter (the group committer answers several with one).
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Full(m) => StoreError::Full(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Config(m) => StoreError::Config(m.clone()),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::*;
@@ -56,6 +56,23 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            // A COMMIT that fails with SQLITE_FULL or an I/O error may be rolled back by SQLite
+            // itself; sqlx's ROLLBACK then fails and leaves its transaction depth at 1, so the
+            // connection's next `begin()` opens a SAVEPOINT instead — and a later failure can
+            // leave it inside a transaction that never commits while every RELEASE "succeeds":
+            // answers of 202 for nothing stored (found by tests/disk_full.rs). A connection
+            // that comes back still in a transaction is closed; the pool opens a fresh one.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    let clean = !conn.is_in_transaction();
+                    if !clean {
+                        tracing::warn!(
+                            "store writer connection left a failed transaction; reopening it"
+                        );
+                    }
+                    Ok(clean)
+                })
+            })
             .connect_with(opts.clone())
             .await?;
         let reader = SqlitePoolOptions::new()

@@ -69,11 +69,18 @@ impl From<InputError> for ApiError {
 impl From<klaxon_store::StoreError> for ApiError {
     fn from(e: klaxon_store::StoreError) -> Self {
         tracing::error!(error = %e, "store error answering a request");
-        // Not accepted: say so, so the sender keeps it and tries again.
+        // Not accepted: say so, so the sender keeps it and tries again. The database's own
+        // words stay in the log (they can name hosts and paths); the cause is said plainly.
+        let message = match e {
+            klaxon_store::StoreError::Full(_) => {
+                "the store's disk is full; nothing was accepted, retry once space is freed"
+            }
+            _ => "the store cannot accept writes right now; nothing was accepted, retry later",
+        };
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            "the store cannot accept writes right now; nothing was accepted, retry later",
+            message,
         )
     }
 }
