@@ -137,6 +137,8 @@ async fn a_429_on_one_replica_pauses_the_other() {
 async fn without_redis_a_replica_limits_on_its_own() {
     // Nothing listens on port 1: every call fails at once and the local limiter answers.
     let limits = shared("redis://127.0.0.1:1", &prefix());
+    // A TLS URL is understood too (this build speaks rediss://).
+    assert!(shared("rediss://127.0.0.1:1", &prefix()).is_shared());
     let keys = [key("bot", "1/min")];
     let origin = Instant::now();
     let mut waits = Vec::new();
