@@ -109,9 +109,11 @@ fn normalise(data: &mut Map<String, Value>, key: &str, aliases: &[&str]) {
     }
 }
 
-/// Alertmanager's webhook payload, version 4.
-#[derive(Debug, Deserialize)]
+/// Alertmanager's webhook payload, version 4. Fields Klaxon does not read are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AlertmanagerPayload {
+    /// `"4"`, the only version there is.
+    #[schema(pattern = "^4$")]
     pub version: String,
     #[serde(default)]
     pub receiver: String,
@@ -122,12 +124,16 @@ pub struct AlertmanagerPayload {
     pub group_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AmAlert {
+    /// `firing` or `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     pub status: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub labels: Map<String, Value>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub annotations: Map<String, Value>,
     #[serde(default, rename = "startsAt")]
     pub starts_at: Option<DateTime<Utc>>,

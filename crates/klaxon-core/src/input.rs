@@ -36,6 +36,9 @@ impl InputError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
+    /// Required (an `Option` so that its absence gets a clear error naming it); blank only
+    /// when there are attachments.
+    #[schema(required = true, nullable = false)]
     pub message: Option<String>,
     pub title: Option<String>,
     pub severity: Option<Severity>,
@@ -43,12 +46,15 @@ pub struct NotificationRequest {
     pub event_type: Option<String>,
     pub source: Option<String>,
     pub user_id: Option<String>,
+    #[schema(min_items = 1)]
     pub channels: Option<Vec<String>>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[schema(value_type = Option<Object>)]
     pub data: Option<Map<String, Value>>,
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub dedup_key: Option<String>,
     pub dedup_window: Option<DurationInput>,
     pub send_at: Option<DateTime<Utc>>,
@@ -143,12 +149,12 @@ impl NotificationRequest {
             ("dedup_key", &self.dedup_key),
         ] {
             if let Some(v) = v
-                && (v.is_empty() || v.len() > KEY_MAX)
+                && (v.is_empty() || v.chars().count() > KEY_MAX)
             {
                 return Err(InputError::new(
                     f(name),
                     "invalid_field",
-                    format!("`{name}` must be 1–{KEY_MAX} bytes"),
+                    format!("`{name}` must be 1–{KEY_MAX} characters"),
                 ));
             }
         }
