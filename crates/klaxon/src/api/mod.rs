@@ -403,6 +403,19 @@ fn parse_limit(v: Option<String>) -> Result<usize, ApiError> {
     }
 }
 
+/// A text filter, refused with a 400 when it holds a NUL (U+0000): no stored text has one, and
+/// PostgreSQL refuses to compare with one (a 503 otherwise).
+fn query_text(v: Option<String>, field: &str) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(t) if t.contains('\0') => Err(ApiError::bad_request(
+            "invalid_field",
+            format!("`{field}` contains a NUL character (U+0000)"),
+        )
+        .field(field)),
+        other => Ok(other),
+    }
+}
+
 fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     v.map(|t| {
         DateTime::parse_from_rfc3339(&t)
@@ -450,13 +463,13 @@ async fn list_notifications(
     let cursor = parse_cursor(q.cursor.as_deref())?;
     let filter = ListFilter {
         status,
-        channel: q.channel,
+        channel: query_text(q.channel, "channel")?,
         severity,
         since: query_time(q.since, "since")?,
         until: query_time(q.until, "until")?,
         limit,
         cursor,
-        text: match q.q {
+        text: match query_text(q.q, "q")? {
             Some(t) if t.chars().count() > 200 => {
                 return Err(ApiError::bad_request(
                     "invalid_field",
@@ -646,7 +659,8 @@ async fn list_dead_letters(
     State(s): State<Arc<Shared>>,
     q: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    let mut q = query(q)?;
+    q.channel = query_text(q.channel, "channel")?;
     let limit = parse_limit(q.limit)?;
     let cursor = parse_cursor(q.cursor.as_deref())?;
     let records = s
