@@ -92,11 +92,11 @@ fn derive(
     }
 }
 
-/// A TradingView alert's text: anything but blank (a character that is not white space as Rust
-/// trims it).
+/// A TradingView alert's text: anything but blank (a character that is neither white space as
+/// Rust trims it nor a NUL, which is dropped).
 #[derive(ToSchema)]
 #[schema(
-    pattern = "[^\\t-\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    pattern = "[^\\x00\\t-\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
 )]
 pub struct AlertText(pub String);
 
