@@ -25,7 +25,9 @@ const TEXT_MAX: usize = 4000;
 /// `tradingview.alert` notification with `ticker`, `action`, `price`, `position` and `message`
 /// normalised from TradingView's placeholder names.
 pub fn tradingview(body: &[u8]) -> Result<Notification, InputError> {
-    let text = String::from_utf8_lossy(body);
+    // A NUL means nothing in an alert, and no store can keep one in a title or message: it is
+    // dropped (TradingView does not resend a refused alert), here and in the text made below.
+    let text = String::from_utf8_lossy(body).replace('\0', "");
     let text = text.trim();
     if text.is_empty() {
         return Err(InputError::new(
@@ -86,8 +88,8 @@ pub fn tradingview(body: &[u8]) -> Result<Notification, InputError> {
         .and_then(|s| s.parse::<Severity>().ok())
         .unwrap_or(Severity::Info);
     let (title, message) = crate::event::summarise("tradingview.alert", &data);
-    let mut n = Notification::new(message)
-        .title(title)
+    let mut n = Notification::new(message.replace('\0', ""))
+        .title(title.replace('\0', ""))
         .severity(severity)
         .source("tradingview")
         .event_type("tradingview.alert");
@@ -109,9 +111,11 @@ fn normalise(data: &mut Map<String, Value>, key: &str, aliases: &[&str]) {
     }
 }
 
-/// Alertmanager's webhook payload, version 4.
-#[derive(Debug, Deserialize)]
+/// Alertmanager's webhook payload, version 4. Fields Klaxon does not read are ignored.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AlertmanagerPayload {
+    /// `"4"`, the only version there is.
+    #[schema(pattern = "^4$")]
     pub version: String,
     #[serde(default)]
     pub receiver: String,
@@ -122,12 +126,16 @@ pub struct AlertmanagerPayload {
     pub group_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AmAlert {
+    /// `firing` or `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     pub status: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub labels: Map<String, Value>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub annotations: Map<String, Value>,
     #[serde(default, rename = "startsAt")]
     pub starts_at: Option<DateTime<Utc>>,
@@ -212,8 +220,10 @@ pub fn alertmanager(payload: AlertmanagerPayload) -> Result<Vec<Notification>, I
         if !payload.receiver.is_empty() {
             data.insert("receiver".into(), Value::String(payload.receiver.clone()));
         }
-        let mut n = Notification::new(message)
-            .title(title)
+        // As for TradingView: a NUL in a label means nothing, and cannot be stored in a title
+        // or message; Alertmanager does not resend a refused alert.
+        let mut n = Notification::new(message.replace('\0', ""))
+            .title(title.replace('\0', ""))
             .severity(severity)
             .source("alertmanager")
             .event_type("alertmanager.alert");
@@ -230,6 +240,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_nul_in_an_alert_is_dropped_not_refused() {
+        // The exact body schemathesis sent (a NUL amid bytes that are not UTF-8).
+        let n = tradingview(b"\xf2\xb6\xa5\x84a\xc3\xab@\t\xc3\xafh\xc2\xb3?\xc2\x85\x00\xc2\x89|")
+            .unwrap();
+        assert!(!n.message.contains('\0'), "{:?}", n.message);
+        let n = tradingview(br#"{"ticker": "NQ\u0000", "action": "buy"}"#).unwrap();
+        assert!(!n.title.as_deref().unwrap_or_default().contains('\0'));
+        assert!(crate::input::check_nul(&n, "").is_ok());
+        assert!(
+            tradingview(b"\0 \0").is_err(),
+            "nothing but NULs is an empty alert"
+        );
+        let am: AlertmanagerPayload = serde_json::from_value(json!({"version": "4", "alerts": [
+            {"status": "firing", "labels": {"alertname": "a\0"}, "annotations": {"summary": "s\0"}}
+        ]}))
+        .unwrap();
+        let n = alertmanager(am).unwrap().remove(0);
+        assert!(crate::input::check_nul(&n, "").is_ok(), "{n:?}");
+    }
 
     #[test]
     fn tradingview_json_text_and_placeholders() {

@@ -36,6 +36,9 @@ impl InputError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
+    /// Required (an `Option` so that its absence gets a clear error naming it); blank only
+    /// when there are attachments.
+    #[schema(required = true, nullable = false)]
     pub message: Option<String>,
     pub title: Option<String>,
     pub severity: Option<Severity>,
@@ -43,12 +46,15 @@ pub struct NotificationRequest {
     pub event_type: Option<String>,
     pub source: Option<String>,
     pub user_id: Option<String>,
+    #[schema(min_items = 1)]
     pub channels: Option<Vec<String>>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[schema(value_type = Option<Object>)]
     pub data: Option<Map<String, Value>>,
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub dedup_key: Option<String>,
     pub dedup_window: Option<DurationInput>,
     pub send_at: Option<DateTime<Utc>>,
@@ -143,12 +149,12 @@ impl NotificationRequest {
             ("dedup_key", &self.dedup_key),
         ] {
             if let Some(v) = v
-                && (v.is_empty() || v.len() > KEY_MAX)
+                && (v.is_empty() || v.chars().count() > KEY_MAX)
             {
                 return Err(InputError::new(
                     f(name),
                     "invalid_field",
-                    format!("`{name}` must be 1–{KEY_MAX} bytes"),
+                    format!("`{name}` must be 1–{KEY_MAX} characters"),
                 ));
             }
         }
@@ -222,6 +228,39 @@ impl NotificationRequest {
     }
 }
 
+/// PostgreSQL cannot keep U+0000 in a text column, so no text field of a notification that has
+/// a column may hold one — on every store alike, so that what one store accepts every store
+/// does, and a sender gets a 400 naming the field instead of a 503 to retry forever. (`data`,
+/// tags and attachments may: they are kept as JSON, where it is escaped.) An event's title and
+/// message are made from its `data`.
+pub fn check_nul(n: &Notification, prefix: &str) -> Result<(), InputError> {
+    // An event's own fields first: its title and message are made of them and its `data`.
+    let fields = [
+        ("event_type", n.event_type.as_ref()),
+        ("source", Some(&n.source)),
+        ("user_id", n.user_id.as_ref()),
+        ("idempotency_key", n.idempotency_key.as_ref()),
+        ("dedup_key", n.dedup_key.as_ref()),
+        ("title", n.title.as_ref()),
+        ("message", Some(&n.message)),
+    ];
+    for (name, v) in fields {
+        if v.is_some_and(|v| v.contains('\0')) {
+            let field = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            return Err(InputError::new(
+                field,
+                "invalid_field",
+                format!("`{name}` contains a NUL character (U+0000), which cannot be stored"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One JSON object that is either a notification (it has `message`) or an event envelope (§3),
 /// for tools that take both (`klaxon route --explain`).
 pub fn notification_or_envelope(
@@ -291,6 +330,20 @@ impl Envelope {
         n.channels = self.channels;
         n.idempotency_key = self.idempotency_key;
         n.tags = self.tags;
+        check_nul(&n, prefix).map_err(|mut e| {
+            // An event has no title or message of its own: they are made from its `data`.
+            if e.field.ends_with("title") || e.field.ends_with("message") {
+                e.field = if prefix.is_empty() {
+                    "data".into()
+                } else {
+                    format!("{prefix}.data")
+                };
+                e.message = "`data` has a NUL character (U+0000) in a text the title or message \
+                             is made of, which cannot be stored"
+                    .into();
+            }
+            e
+        })?;
         Ok(n)
     }
 }
@@ -337,6 +390,17 @@ mod tests {
         assert_eq!(n.priority, Priority::High);
         assert_eq!(n.dedup_window_secs, Some(300));
         assert_eq!(n.attachments.len(), 1);
+    }
+
+    #[test]
+    fn a_nul_in_a_stored_text_field_is_refused_naming_it() {
+        let n = parse(json!({"message": "a\0b", "data": {"k": "\0"}})).unwrap();
+        let e = check_nul(&n, "").unwrap_err();
+        assert_eq!((e.field.as_str(), e.code), ("message", "invalid_field"));
+        let n = parse(json!({"message": "m", "source": "\0"})).unwrap();
+        assert_eq!(check_nul(&n, "[2]").unwrap_err().field, "[2].source");
+        let n = parse(json!({"message": "m", "tags": ["\0"], "data": {"\0": 1}})).unwrap();
+        assert!(check_nul(&n, "").is_ok(), "kept as JSON, escaped");
     }
 
     #[test]

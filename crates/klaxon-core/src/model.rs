@@ -204,6 +204,7 @@ impl DeliveryStatus {
 /// A file to send along where the channel supports files (PRODUCT.md §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attachment {
+    #[schema(min_length = 1)]
     pub filename: String,
     pub content_type: String,
     /// Kept as base64 exactly as received: the store keeps the notification as JSON anyway.

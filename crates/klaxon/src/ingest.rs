@@ -66,6 +66,7 @@ impl Ingest {
     /// Routes one notification into an entry. `field` names it in errors (`channels`,
     /// `[3].channels`).
     pub fn plan(&self, mut n: Notification, prefix: &str) -> Result<NewEntry, InputError> {
+        klaxon_core::input::check_nul(&n, prefix)?;
         let names = self.registry.names();
         let decision = self.routing.decide(&n, &names);
         let (chosen, why) = (&decision.channels, &decision.reason);

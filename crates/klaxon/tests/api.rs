@@ -162,6 +162,73 @@ async fn bad_input_is_a_4xx_naming_the_field_and_loses_nothing() {
     s.stop().await;
 }
 
+/// A NUL (U+0000) in a text the store keeps in a column is a 400 naming the field, on every
+/// store: schemathesis found that PostgreSQL (which cannot keep one) made it a 503
+/// `store_unavailable` — an answer that tells the sender to retry the same request forever —
+/// and the same for a text filter, which now matches nothing.
+#[tokio::test]
+async fn a_nul_in_text_is_a_400_naming_the_field_on_every_store() {
+    let pg = klaxon_store::testing::PgDb::create().await;
+    let mut stores = vec!["{db}".to_string()];
+    stores.extend(pg.as_ref().map(|db| db.url.clone()));
+    for store in stores {
+        let s = TestServer::start(&CONFIG.replace("{db}", &store)).await;
+        let cases = [
+            (
+                "/api/v1/notifications",
+                json!({"message": "a\0b"}),
+                "message",
+            ),
+            (
+                "/api/v1/notifications",
+                json!({"message": "m", "idempotency_key": "k\0"}),
+                "idempotency_key",
+            ),
+            (
+                "/api/v1/events",
+                json!({"event_type": "x\0", "data": {}}),
+                "event_type",
+            ),
+            (
+                "/api/v1/events",
+                json!({"event_type": "x", "data": {"message": "\0"}}),
+                "data",
+            ),
+        ];
+        for (path, body, field) in cases {
+            let (code, v) = s.post(path, &body).await;
+            assert_eq!(code, 400, "{store}: {body}: {v}");
+            assert_eq!(v["error"]["field"], json!(field), "{v}");
+        }
+        let (code, v) = s
+            .post(
+                "/api/v1/notifications/batch",
+                &json!([{"message": "ok"}, {"title": "\0", "message": "m"}]),
+            )
+            .await;
+        assert_eq!(code, 202, "{v}");
+        assert_eq!(v["results"][1]["error"]["field"], json!("[1].title"));
+        // A filter with a NUL matches nothing (no stored text has one) instead of failing.
+        for query in [
+            "/api/v1/notifications?q=%00",
+            "/api/v1/notifications?channel=%00",
+            "/api/v1/dead-letters?channel=%00",
+        ] {
+            let (code, v) = s.get(query).await;
+            assert_eq!((code, &v["items"]), (200, &json!([])), "{query}: {v}");
+        }
+        // `data` is kept as JSON, where a NUL is escaped: accepted.
+        let (code, v) = s
+            .post(
+                "/api/v1/notifications",
+                &json!({"message": "m", "data": {"k": "\0"}}),
+            )
+            .await;
+        assert_eq!(code, 202, "{v}");
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn events_history_status_and_metrics() {
     let s = TestServer::start(CONFIG).await;

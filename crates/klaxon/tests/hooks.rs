@@ -239,3 +239,43 @@ async fn alertmanager_alerts_become_notifications_behind_the_token() {
     );
     s.stop().await;
 }
+
+/// A NUL in an alert is dropped, not refused: schemathesis sent this exact body (a NUL amid
+/// bytes that are not UTF-8), which PostgreSQL could not store (503) and, once NULs were
+/// refused, became a 400 — and TradingView does not resend a refused alert.
+#[tokio::test]
+async fn a_nul_in_an_alert_is_dropped_on_every_store() {
+    let sink = WebhookSink::start().await;
+    let pg = klaxon_store::testing::PgDb::create().await;
+    let mut stores = vec!["{db}".to_string()];
+    stores.extend(pg.as_ref().map(|db| db.url.clone()));
+    for store in stores {
+        let s = TestServer::start(
+            &cfg(&sink, "allow_ips = []").replace("url = \"{db}\"", &format!("url = \"{store}\"")),
+        )
+        .await;
+        let body = b"\xf2\xb6\xa5\x84a\xc3\xab@\t\xc3\xafh\xc2\xb3?\xc2\x85\x00\xc2\x89|".to_vec();
+        let r = s
+            .http
+            .post(s.url(&format!("/hooks/tradingview/{SECRET}")))
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(code, 202, "{store}: {v}");
+        let stored = get(
+            &s,
+            &format!("/api/v1/notifications/{}", v["id"].as_str().unwrap()),
+        )
+        .await;
+        let message = stored["message"].as_str().unwrap();
+        assert!(
+            message.contains("a\u{eb}@") && !message.contains('\0'),
+            "{message:?}"
+        );
+        s.stop().await;
+    }
+}

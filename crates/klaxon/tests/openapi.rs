@@ -195,6 +195,28 @@ async fn the_document_is_valid_complete_and_true() {
         &detail["deliveries"][0],
         "delivery",
     );
+    // A delivery's `attempts` is the list of attempts in the detail view and their count in the
+    // history list, and the document says so for each (schemathesis found both described as
+    // the count, and the list's attachments described with the `content_base64` it leaves out).
+    let attempts = |schema: &Value| {
+        let item = &property(&doc, schema, "deliveries").expect("deliveries")["items"];
+        resolve(&doc, property(&doc, item, "attempts").expect("attempts"))["type"].clone()
+    };
+    assert!(detail["deliveries"][0]["attempts"].is_array());
+    assert_eq!(attempts(schema), "array");
+    let (_, list) = s.get("/api/v1/notifications").await;
+    let page = response_schema(&doc, "/api/v1/notifications", "get", "200");
+    let item = &property(&doc, page, "items").expect("items described")["items"];
+    assert_described(&doc, item, &list["items"][0], "listed notification");
+    assert!(list["items"][0]["deliveries"][0]["attempts"].is_u64());
+    assert_eq!(attempts(item), "integer");
+    let listed = &property(&doc, item, "attachments").expect("attachments")["items"];
+    assert!(!properties(&doc, listed).contains("content_base64"));
+    assert!(
+        list["items"][0]["attachments"][0]
+            .get("content_base64")
+            .is_none()
+    );
     let (_, status) = s.get("/status").await;
     assert_described(
         &doc,

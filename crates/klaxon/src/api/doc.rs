@@ -7,9 +7,14 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use klaxon_core::model::{Attempt, Delivery, Notification, Severity};
+use std::collections::BTreeMap;
+
+use klaxon_core::input::{Envelope, NotificationRequest};
+use klaxon_core::model::{Delivery, Notification, Severity};
 use klaxon_store::DeliverySummary;
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, Object, Ref, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
@@ -23,6 +28,8 @@ use crate::deliver::registry::ChannelView;
         description = "Notifications for trading systems: notifications and events in; history, channels, dead letters, status and metrics out. Every `/api/v1` route takes `Authorization: Bearer <api_token>` when the server has one.",
     ),
     modifiers(&Bearer),
+    // Referenced only from schemas that `views` derives.
+    components(schemas(klaxon_core::model::Attempt)),
     tags(
         (name = "notifications", description = "Submit and look up notifications"),
         (name = "channels", description = "Channels: state, switches, mutes, test sends"),
@@ -45,6 +52,53 @@ impl Modify for Bearer {
         );
     }
 }
+
+/// The two views of a stored notification, derived from the model's schemas so they cannot
+/// drift from it: the detail view's deliveries carry their attempts where the model has their
+/// count, and the history list's attachments leave out `content_base64`. Run on the whole
+/// document, once every route has registered its schemas.
+pub fn views(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let schemas = &mut components.schemas;
+    derive(schemas, "Delivery", "DeliveryWithAttempts", |o| {
+        let attempts = ArrayBuilder::new()
+            .items(Ref::from_schema_name("Attempt"))
+            .description(Some("Every attempt, oldest first"));
+        o.properties.insert("attempts".into(), attempts.into());
+    });
+    derive(schemas, "Attachment", "AttachmentListed", |o| {
+        o.properties.remove("content_base64");
+        o.required.retain(|r| r != "content_base64");
+    });
+    derive(schemas, "Notification", "NotificationListed", |o| {
+        let listed = ArrayBuilder::new().items(Ref::from_schema_name("AttachmentListed"));
+        o.properties.insert("attachments".into(), listed.into());
+    });
+}
+
+/// Schema `to` as a changed copy of schema `from` (both objects).
+fn derive(
+    schemas: &mut BTreeMap<String, RefOr<Schema>>,
+    from: &str,
+    to: &str,
+    change: impl FnOnce(&mut Object),
+) {
+    if let Some(RefOr::T(Schema::Object(o))) = schemas.get(from) {
+        let mut o = o.clone();
+        change(&mut o);
+        schemas.insert(to.into(), RefOr::T(Schema::Object(o)));
+    }
+}
+
+/// A TradingView alert's text: anything but blank (a character that is neither white space as
+/// Rust trims it nor a NUL, which is dropped).
+#[derive(ToSchema)]
+#[schema(
+    pattern = "[^\\x00\\t-\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+)]
+pub struct AlertText(pub String);
 
 /// `{"error": {"code", "message", "field"}}`.
 #[derive(ToSchema)]
@@ -84,29 +138,76 @@ pub struct BatchResult {
     pub results: Vec<Value>,
 }
 
-/// A delivery with its attempts (in the detail view; the list leaves them out).
+/// `POST /api/v1/notifications/batch`: 1 to 1,000 notifications.
 #[derive(ToSchema)]
-pub struct DeliveryDetail {
-    #[serde(flatten)]
-    pub delivery: Delivery,
-    pub attempts: Option<Vec<Attempt>>,
+#[schema(min_items = 1, max_items = 1000)]
+pub struct NotificationBatch(pub Vec<NotificationRequest>);
+
+/// `POST /api/v1/events`: one envelope, or an array of 1 to 1,000.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum EventsBody {
+    One(Envelope),
+    Many(EnvelopeBatch),
 }
 
-/// A notification as stored, with its deliveries.
+#[derive(ToSchema)]
+#[schema(min_items = 1, max_items = 1000)]
+pub struct EnvelopeBatch(pub Vec<Envelope>);
+
+/// What `POST /api/v1/events` accepted: one envelope like a notification, an array like a
+/// batch.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum EventsAccepted {
+    One(Accepted),
+    Many(BatchResult),
+}
+
+/// A rejected batch: the body as a whole (not JSON, not an array), or every item (per item).
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum BatchRejected {
+    Body(ErrorBody),
+    Items(BatchResult),
+}
+
+/// A delivery in the detail view: `attempts` is the list of attempts instead of their count.
+/// (Its schema is [`Delivery`]'s with that one property changed, made by [`views`].)
+#[derive(ToSchema)]
+pub struct DeliveryWithAttempts;
+
+/// A notification as the history list shows it: attachments without `content_base64`.
+/// (Its schema is [`Notification`]'s with that one property changed, made by [`views`].)
+#[derive(ToSchema)]
+pub struct NotificationListed;
+
+/// A notification as stored, with its deliveries and every attempt (the detail view).
 #[derive(ToSchema)]
 pub struct NotificationRecord {
     #[serde(flatten)]
     pub notification: Notification,
-    pub deliveries: Vec<DeliveryDetail>,
+    pub deliveries: Vec<DeliveryWithAttempts>,
     /// The original this one repeats (dedup); its deliveries are `suppressed`.
     pub duplicate_of: Option<Uuid>,
     /// How many repeats of this notification were suppressed.
     pub repeats: u64,
 }
 
+/// A notification in the history list: deliveries with their attempt counts, attachments by
+/// name.
+#[derive(ToSchema)]
+pub struct NotificationListItem {
+    #[serde(flatten)]
+    pub notification: NotificationListed,
+    pub deliveries: Vec<Delivery>,
+    pub duplicate_of: Option<Uuid>,
+    pub repeats: u64,
+}
+
 #[derive(ToSchema)]
 pub struct NotificationPage {
-    pub items: Vec<NotificationRecord>,
+    pub items: Vec<NotificationListItem>,
     /// Pass as `cursor` for the next (older) page; `null` on the last.
     pub next_cursor: Option<Uuid>,
 }
@@ -128,6 +229,7 @@ pub struct ChannelList {
 /// What `PATCH /api/v1/channels/{name}` changes; absent fields stay as they are.
 #[derive(ToSchema)]
 pub struct ChannelPatch {
+    #[schema(nullable = false)]
     pub enabled: Option<bool>,
     /// Until then non-critical deliveries wait; `null` unmutes.
     pub muted_until: Option<DateTime<Utc>>,

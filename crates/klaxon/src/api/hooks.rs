@@ -44,7 +44,7 @@ fn same_secret(given: &str, want: &str) -> bool {
 
 #[utoipa::path(post, path = "/hooks/tradingview/{secret}", tag = "hooks",
     params(("secret" = String, Path, description = "The configured `tradingview.secret`")),
-    request_body(content = String, content_type = "text/plain",
+    request_body(content = doc::AlertText, content_type = "text/plain",
         description = "The alert message: JSON (`ticker`, `action`, `price`, `position`, `message`, or TradingView's placeholder names) or plain text, whatever the Content-Type says"),
     responses((status = 202, description = "Committed as a `tradingview.alert` notification", body = doc::Accepted),
         (status = 400, description = "Empty alert", body = doc::ErrorBody),
@@ -94,7 +94,7 @@ pub async fn tradingview(
 }
 
 #[utoipa::path(post, path = "/hooks/alertmanager", tag = "hooks",
-    request_body(content = Object, description = "Alertmanager's webhook payload, version 4"),
+    request_body(content = AlertmanagerPayload, description = "Alertmanager's webhook payload, version 4"),
     responses((status = 202, description = "One notification per alert, committed together", body = doc::AlertsAccepted),
         (status = 400, description = "Not a version 4 payload; `error.field` names what", body = doc::ErrorBody),
         (status = 401, description = "Missing or wrong token (Alertmanager's `http_config.authorization`)", body = doc::ErrorBody),

@@ -65,7 +65,9 @@ fn routes() -> (OpenApiRouter<Arc<Shared>>, OpenApiRouter<Arc<Shared>>) {
 /// The whole API description, as served at `/api/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (protected, public) = routes();
-    public.merge(protected).into_openapi()
+    let mut doc = public.merge(protected).into_openapi();
+    doc::views(&mut doc);
+    doc
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -254,9 +256,10 @@ fn array_of(v: Value, what: &str) -> Result<Vec<Value>, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/notifications/batch", tag = "notifications",
-    request_body = Vec<klaxon_core::input::NotificationRequest>,
+    request_body = doc::NotificationBatch,
     responses((status = 202, description = "The valid items were committed in one transaction", body = doc::BatchResult),
-        (status = 400, description = "No item was valid", body = doc::BatchResult),
+        (status = 400, description = "No item was valid (per-item errors), or the body is not a JSON array", body = doc::BatchRejected),
+        (status = 401, description = "Missing or wrong token", body = doc::ErrorBody),
         (status = 413, description = "More than 1,000 items", body = doc::ErrorBody),
         (status = 503, description = "The store cannot accept writes", body = doc::ErrorBody)),
     security(("bearer" = [])))]
@@ -277,10 +280,13 @@ async fn post_batch(
 }
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "notifications",
-    request_body(content = klaxon_core::input::Envelope, description = "One event envelope (PRODUCT.md §3), or an array of them"),
-    responses((status = 202, description = "Committed (one envelope)", body = doc::Accepted),
-        (status = 200, description = "A repeat of an idempotency key", body = doc::Accepted),
-        (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody), (status = 503, description = "The store cannot accept writes", body = doc::ErrorBody)),
+    request_body(content = doc::EventsBody, description = "One event envelope (PRODUCT.md §3), or an array of up to 1,000"),
+    responses((status = 202, description = "Committed: one envelope like a notification, an array like a batch (the valid items)", body = doc::EventsAccepted),
+        (status = 200, description = "A repeat of an idempotency key (one envelope)", body = doc::Accepted),
+        (status = 400, description = "Invalid input; `error.field` names it (an array: per item, as a batch)", body = doc::BatchRejected), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody),
+        (status = 413, description = "More than 1,000 envelopes, or a body over `server.body_limit`", body = doc::ErrorBody),
+        (status = 422, description = "Names a channel that does not exist", body = doc::ErrorBody),
+        (status = 503, description = "The store cannot accept writes", body = doc::ErrorBody)),
     security(("bearer" = [])))]
 async fn post_events(
     State(s): State<Arc<Shared>>,
@@ -397,6 +403,17 @@ fn parse_limit(v: Option<String>) -> Result<usize, ApiError> {
     }
 }
 
+/// Whether a text filter can match anything: no stored text holds a NUL (U+0000), so a filter
+/// with one matches nothing — and is not sent to PostgreSQL, which refuses it (a 503 once).
+fn can_match(filter: Option<&String>) -> bool {
+    filter.is_none_or(|t| !t.contains('\0'))
+}
+
+/// A page with nothing on it.
+fn empty_page() -> Json<Value> {
+    Json(json!({"items": [], "next_cursor": null}))
+}
+
 fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     v.map(|t| {
         DateTime::parse_from_rfc3339(&t)
@@ -410,14 +427,14 @@ fn query_time(v: Option<String>, field: &str) -> Result<Option<DateTime<Utc>>, A
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
-    params(("status" = Option<String>, Query, description = "Only notifications with a delivery in this status"),
+    params(("status" = Option<DeliveryStatus>, Query, description = "Only notifications with a delivery in this status"),
         ("channel" = Option<String>, Query, description = "Only notifications with a delivery on this channel"),
-        ("severity" = Option<String>, Query, description = "debug | info | warning | error | critical"),
-        ("since" = Option<String>, Query, description = "RFC 3339"),
-        ("until" = Option<String>, Query, description = "RFC 3339"),
-        ("limit" = Option<usize>, Query, description = "1–1000, default 50"),
+        ("severity" = Option<Severity>, Query, description = "debug | info | warning | error | critical"),
+        ("since" = Option<DateTime<Utc>>, Query, description = "RFC 3339"),
+        ("until" = Option<DateTime<Utc>>, Query, description = "RFC 3339"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 50"),
         ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page"),
-        ("q" = Option<String>, Query, description = "Text in the title or message (case-insensitive), at most 200 characters")),
+        ("q" = Option<String>, Query, max_length = 200, description = "Text in the title or message (case-insensitive), at most 200 characters")),
     responses((status = 200, description = "Newest first", body = doc::NotificationPage), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
     security(("bearer" = [])))]
 async fn list_notifications(
@@ -461,6 +478,9 @@ async fn list_notifications(
             other => other,
         },
     };
+    if !can_match(filter.channel.as_ref()) || !can_match(filter.text.as_ref()) {
+        return Ok(empty_page());
+    }
     let items = s.store.list(filter).await?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|r| r.notification.id))
@@ -632,7 +652,7 @@ struct DeadQuery {
 /// with the notification it carried.
 #[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead-letters",
     params(("channel" = Option<String>, Query, description = "Only this channel"),
-        ("limit" = Option<usize>, Query, description = "Notifications per page, 1–1000, default 50"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Notifications per page, 1–1000, default 50"),
         ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "Dead deliveries, newest notification first", body = doc::DeadLetterPage), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
     security(("bearer" = [])))]
@@ -643,6 +663,9 @@ async fn list_dead_letters(
     let q = query(q)?;
     let limit = parse_limit(q.limit)?;
     let cursor = parse_cursor(q.cursor.as_deref())?;
+    if !can_match(q.channel.as_ref()) {
+        return Ok(empty_page());
+    }
     let records = s
         .store
         .list(ListFilter {
@@ -709,7 +732,7 @@ struct AllQuery {
 
 /// `POST /api/v1/dead-letters/retry?all=true`: every dead delivery goes back in the queue.
 #[utoipa::path(post, path = "/api/v1/dead-letters/retry", tag = "dead-letters",
-    params(("all" = String, Query, description = "Must be `true`")),
+    params(("all" = String, Query, pattern = "^true$", description = "Must be `true`")),
     responses((status = 200, description = "Every dead delivery back in the queue", body = doc::Requeued), (status = 400, description = "Invalid input; `error.field` names it", body = doc::ErrorBody), (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
     security(("bearer" = [])))]
 async fn retry_all_dead(

@@ -261,6 +261,29 @@ impl Binary {
         env: &[(&str, &str)],
         port: u16,
     ) -> Binary {
+        Binary::start(config, args, env, port, std::process::Stdio::null()).await
+    }
+
+    /// The same with the service's log (stderr: warnings, errors, panics) written to `log`, for
+    /// a test that reads it afterwards.
+    pub async fn serve_logged(
+        config: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: u16,
+        log: &std::path::Path,
+    ) -> Binary {
+        let file = std::fs::File::create(log).expect("the log file can be created");
+        Binary::start(config, args, env, port, file.into()).await
+    }
+
+    async fn start(
+        config: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: u16,
+        stderr: std::process::Stdio,
+    ) -> Binary {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_klaxon"));
         cmd.arg("serve")
             .args(args)
@@ -273,7 +296,7 @@ impl Binary {
             .env_remove("NOTIFICATION_CHANNELS")
             .env_remove("KLAXON_ROLE")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
