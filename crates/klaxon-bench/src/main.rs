@@ -7,6 +7,7 @@
 //! cargo run --release -p klaxon-bench -- --out report.md
 //! cargo run --release -p klaxon-bench -- --quick            # every count ÷ 10: a smoke run
 //! cargo run --release -p klaxon-bench -- --only single,batch
+//! cargo run --release -p klaxon-bench -- --only soak --soak-secs 600   # on demand only
 //! ```
 //!
 //! Every in-process scenario runs the real service (`klaxon::server::serve`, or
@@ -38,9 +39,13 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
-    /// Run only these scenarios (comma-separated); default all.
+    /// Run only these scenarios (comma-separated); default all but `soak`, which runs only when
+    /// named.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// How long the soak (`--only soak`) keeps its steady load on, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1_800)]
+    soak_secs: u32,
     /// Internal: run as the idle baseline process of scenario 7, answering HTTP on PORT.
     #[arg(long, hide = true, value_name = "PORT")]
     idle_child: Option<u16>,
@@ -74,6 +79,8 @@ enum Scenario {
     Replicas,
     /// 13: wording a message through its template, against no template.
     Templates,
+    /// 14: memory of the klaxon binary under a steady load for `--soak-secs` (on demand only).
+    Soak,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -102,7 +109,9 @@ async fn main() -> anyhow::Result<()> {
     }
     klaxon::app::install_crypto();
     let scale = Scale { quick: args.quick };
-    let wanted = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
+    // The soak takes half an hour: only when asked for by name.
+    let wanted =
+        |s: Scenario| args.only.contains(&s) || (args.only.is_empty() && s != Scenario::Soak);
 
     let mut report = Report::new();
     header(&mut report, args.quick);
@@ -160,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::Templates) {
         let r = scenarios::templates::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Soak) {
+        let r = scenarios::soak::run(&mut report, scale, args.soak_secs).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
 

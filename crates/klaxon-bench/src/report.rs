@@ -23,6 +23,10 @@ pub enum Unit {
     Ratio,
     /// A plain number of things (429 answers, repeats).
     Count,
+    /// Mebibytes per hour: how fast memory grows (the soak).
+    MibPerHour,
+    /// A ratio close to 1 that needs three decimals (`1.032×`): memory's growth in the soak.
+    Growth,
 }
 
 /// A measured number and its unit.
@@ -89,6 +93,20 @@ impl Fig {
         }
     }
 
+    pub fn mib_per_hour(value: f64) -> Fig {
+        Fig {
+            value,
+            unit: Unit::MibPerHour,
+        }
+    }
+
+    pub fn growth(value: f64) -> Fig {
+        Fig {
+            value,
+            unit: Unit::Growth,
+        }
+    }
+
     pub fn mib(kib: u64) -> Fig {
         Fig {
             value: kib as f64 / 1024.0,
@@ -112,6 +130,8 @@ impl fmt::Display for Fig {
             Unit::Percent => write!(f, "{v:.1} %"),
             Unit::Ratio => write!(f, "{v:.1}×"),
             Unit::Count => write!(f, "{}", thousands(v)),
+            Unit::MibPerHour => write!(f, "{v:.2} MB/h"),
+            Unit::Growth => write!(f, "{v:.3}×"),
         }
     }
 }

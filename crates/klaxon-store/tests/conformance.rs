@@ -283,6 +283,7 @@ suite!(
     expired_lease_is_reclaimed,
     renewed_lease_is_kept,
     complete_records_attempts_and_status,
+    complete_many_at_once_as_one_by_one,
     defer_and_send_at_respect_not_before,
     expired_notifications_are_not_claimed,
     only_open_channels_claimed,
@@ -505,6 +506,137 @@ async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
             .count,
         1
     );
+}
+
+/// Completions arrive in batches of hundreds: a batch must leave every delivery exactly as
+/// completing them one at a time would — outcomes, counters, errors, provider ids, a row
+/// whose lease was lost left alone — and a delivery completed twice in one batch takes its
+/// completions in order.
+async fn complete_many_at_once_as_one_by_one(store: Arc<dyn Store>) {
+    let entries: Vec<NewEntry> = (0..150)
+        .map(|i| entry(Notification::new(format!("m{i}")), &["c"]))
+        .collect();
+    store.insert(entries).await.unwrap();
+    let claimed = store.claim(claim_req(200)).await.unwrap();
+    assert_eq!(claimed.len(), 150);
+    let ids: Vec<uuid::Uuid> = claimed.iter().map(|c| c.delivery.id).collect();
+    // The last one is completed elsewhere first: its lease is gone by the time of the batch.
+    let lost = ids[149];
+    let mut gone = dead(lost, None);
+    gone.status = DeliveryStatus::Delivered;
+    gone.attempt.outcome = AttemptOutcome::Delivered;
+    gone.attempt.error = None;
+    gone.provider_id = Some("first".into());
+    store.complete(vec![gone]).await.unwrap();
+
+    let retry_at = Utc::now() + TimeDelta::seconds(60);
+    let completion = |i: usize, id: uuid::Uuid| {
+        let mut c = dead(id, None);
+        c.attempt.number = 1 + (i % 3) as u32;
+        match i % 4 {
+            0 => {
+                c.status = DeliveryStatus::Delivered;
+                c.attempt.outcome = AttemptOutcome::Delivered;
+                c.attempt.status_code = Some(200);
+                c.attempt.error = None;
+                c.provider_id = Some(format!("p{i}"));
+            }
+            1 => {
+                c.status = DeliveryStatus::Retrying;
+                c.attempt.outcome = AttemptOutcome::Retry;
+                c.attempt.status_code = Some(503);
+                c.attempt.error = Some(format!("unavailable {i}"));
+                c.not_before = Some(retry_at);
+            }
+            2 => {}
+            _ => {
+                c.status = DeliveryStatus::Retrying;
+                c.attempt.outcome = AttemptOutcome::Retry;
+                c.attempt.status_code = Some(429);
+                c.attempt.error = Some("too many requests".into());
+                c.not_before = Some(retry_at);
+                c.throttled = true;
+            }
+        }
+        c
+    };
+    let batch: Vec<Completion> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| completion(i, *id))
+        .collect();
+    store.complete(batch).await.unwrap();
+
+    for (i, id) in ids.iter().enumerate() {
+        let rec = store
+            .get(claimed[i].notification.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let d = &rec.deliveries[0];
+        assert_eq!(d.delivery.id, *id);
+        if *id == lost {
+            assert_eq!(
+                d.delivery.status,
+                DeliveryStatus::Delivered,
+                "a lost lease is left alone"
+            );
+            assert_eq!(d.delivery.provider_id.as_deref(), Some("first"));
+            assert_eq!(d.attempts.len(), 2, "both attempts are on record");
+            continue;
+        }
+        let want = completion(i, *id);
+        assert_eq!(d.delivery.status, want.status, "delivery {i}");
+        assert_eq!(d.delivery.attempts, want.attempt.number, "delivery {i}");
+        assert_eq!(
+            d.delivery.throttled,
+            u32::from(want.throttled),
+            "delivery {i}"
+        );
+        assert_eq!(d.delivery.last_error, want.attempt.error, "delivery {i}");
+        assert_eq!(d.delivery.provider_id, want.provider_id, "delivery {i}");
+        assert_eq!(
+            d.delivery.delivered_at.is_some(),
+            want.status == DeliveryStatus::Delivered,
+            "delivery {i}"
+        );
+        if let Some(t) = want.not_before {
+            assert_eq!(
+                d.delivery.not_before.timestamp_millis(),
+                t.timestamp_millis()
+            );
+        }
+        let attempts: Vec<_> = d
+            .attempts
+            .iter()
+            .map(|a| (a.number, a.outcome, a.status_code))
+            .collect();
+        assert_eq!(
+            attempts,
+            [(
+                want.attempt.number,
+                want.attempt.outcome,
+                want.attempt.status_code
+            )],
+            "delivery {i}"
+        );
+    }
+
+    // The same delivery twice in one batch: the first completion ends its hold, the second
+    // finds it no longer held; both attempts are recorded.
+    let n = Notification::new("twice");
+    let nid = n.id;
+    store.insert(vec![entry(n, &["c"])]).await.unwrap();
+    let c = store.claim(claim_req(1)).await.unwrap().remove(0);
+    let mut first = completion(1, c.delivery.id);
+    first.attempt.number = 1;
+    let mut second = completion(0, c.delivery.id);
+    second.attempt.number = 2;
+    store.complete(vec![first, second]).await.unwrap();
+    let rec = store.get(nid).await.unwrap().unwrap();
+    assert_eq!(rec.deliveries[0].delivery.status, DeliveryStatus::Retrying);
+    assert_eq!(rec.deliveries[0].delivery.attempts, 1);
+    assert_eq!(rec.deliveries[0].attempts.len(), 2);
 }
 
 async fn defer_and_send_at_respect_not_before(store: Arc<dyn Store>) {

@@ -12,6 +12,7 @@
 //! - [`apprise`]: 11, Klaxon against Apprise delivering to the same sink.
 //! - [`replicas`]: 12, delivered/s of 1, 2 and 3 worker processes on one PostgreSQL store.
 //! - [`templates`]: 13, wording a message through a template against no template.
+//! - [`soak`]: 14, the `klaxon` binary's memory under a steady load for 30 minutes (on demand).
 
 pub mod apprise;
 pub mod delivery;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod notifier;
 pub mod process;
 pub mod replicas;
+pub mod soak;
 pub mod store;
 pub mod templates;
 pub mod tradingview;
