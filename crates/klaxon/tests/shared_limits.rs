@@ -239,6 +239,15 @@ async fn run(replicas: &[Binary], tg: &FakeTelegram) -> Vec<u64> {
     sent
 }
 
+/// From the first message the fake accepted to the last.
+fn span(tg: &FakeTelegram) -> Duration {
+    let at: Vec<_> = tg.messages().iter().map(|m| m.at).collect();
+    match (at.iter().min(), at.iter().max()) {
+        (Some(a), Some(b)) => *b - *a,
+        _ => Duration::ZERO,
+    }
+}
+
 /// The most messages the fake accepted from the bot in any one-second window.
 fn busiest_second(tg: &FakeTelegram) -> usize {
     let mut at: Vec<_> = tg.messages().iter().map(|m| m.at).collect();
@@ -267,8 +276,10 @@ async fn three_replicas_together_stay_within_one_bots_limit() {
     drop(replicas);
     let busiest = busiest_second(&tg);
     eprintln!(
-        "shared limits: {} messages, sent by the replicas {sent:?}, at most {busiest} in one second, {} answered 429",
+        "shared limits: {} messages in {:?} (at 30/s: {:?}), sent by the replicas {sent:?}, at most {busiest} in one second, {} answered 429",
         tg.messages().len(),
+        span(&tg),
+        Duration::from_millis(1030) * (CHATS * NOTIFICATIONS) as u32 / 30,
         tg.count_429()
     );
     assert!(
@@ -288,8 +299,9 @@ async fn three_replicas_together_stay_within_one_bots_limit() {
     let replicas = three_replicas(&db, &tg, &redis, false).await;
     let sent = run(&replicas, &tg).await;
     eprintln!(
-        "limits per replica: {} messages, sent by the replicas {sent:?}, {} answered 429",
+        "limits per replica: {} messages in {:?}, sent by the replicas {sent:?}, {} answered 429",
         tg.messages().len(),
+        span(&tg),
         tg.count_429()
     );
     // Each replica keeps to 30/s on its own; together they do not, and Telegram says so.

@@ -31,7 +31,7 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// `CALL_TIMEOUT` per delivery on a Redis that hangs).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// A delivery's slot, atomically: how long (µs, on Redis's clock) until it may be sent.
+/// A delivery's slot, atomically: Redis's clock now and the slot, both µs since the epoch.
 ///
 /// KEYS[1] is the delivery's booking: a slot reserved for it when it was last deferred, used
 /// now by whichever replica claimed it (so a deferred backlog neither loses its place nor
@@ -47,7 +47,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local booked = redis.call('GET', KEYS[1])
 if booked then
   redis.call('DEL', KEYS[1])
-  return string.format('%.0f', math.max(0, tonumber(booked) - now))
+  return {string.format('%.0f', now), string.format('%.0f', math.max(now, tonumber(booked)))}
 end
 local at = now
 local tats = {}
@@ -64,7 +64,7 @@ end
 if at - now > tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], string.format('%.0f', at), 'PX', math.ceil((at - now) / 1000) + 60000)
 end
-return string.format('%.0f', at - now)
+return {string.format('%.0f', now), string.format('%.0f', at)}
 ";
 
 /// A provider's 429: nothing under KEYS[1] conforms for ARGV[1] µs (its TAT moves past the
@@ -101,6 +101,30 @@ struct SharedLimits {
     client: redis::Client,
     prefix: String,
     conn: tokio::sync::Mutex<Link>,
+    clock: Mutex<Option<ClockSample>>,
+}
+
+/// How Redis's clock maps onto the engine's: the offset seen by the quickest recent call.
+/// Slots come back on Redis's clock; converting each by its own call's round trip would move
+/// every send by that call's latency — tens of ms on a busy machine, enough to bunch two sends
+/// that a provider counting a sliding window then refuses. The quickest call bounds the error
+/// by half its round trip (as NTP does).
+#[derive(Clone, Copy)]
+struct ClockSample {
+    /// Redis µs since the epoch minus engine µs, at the sample.
+    offset: i128,
+    rtt: Duration,
+    taken: Instant,
+}
+
+/// A sample is replaced by a quicker one, or by any once this old (clocks drift, and the wall
+/// clock Redis reads can be stepped).
+const CLOCK_KEEP: Duration = Duration::from_secs(5);
+
+/// A Redis-clock instant on the engine's clock.
+fn redis_to_engine(redis_us: u64, offset: i128) -> Duration {
+    let us = i128::from(redis_us) - offset;
+    Duration::from_micros(u64::try_from(us.max(0)).unwrap_or(u64::MAX))
 }
 
 #[derive(Default)]
@@ -140,6 +164,7 @@ impl RateLimits {
                 client: redis::Client::open(url.expose())?,
                 prefix: prefix.to_string(),
                 conn: tokio::sync::Mutex::new(Link::default()),
+                clock: Mutex::new(None),
             }),
         })
     }
@@ -162,8 +187,10 @@ impl RateLimits {
         if let Some(shared) = &self.shared {
             let asked = Instant::now();
             match shared.slot(id, keys, hold).await {
-                Ok(wait) => {
-                    let at = now + asked.elapsed() + wait;
+                Ok((redis_now, redis_at)) => {
+                    let rtt = asked.elapsed();
+                    let offset = shared.offset(redis_now, now + rtt / 2, rtt);
+                    let at = redis_to_engine(redis_at, offset).max(now);
                     // Kept current, so a fallback starts from what this replica sent.
                     self.local.guard().limiter.reserve(keys, at);
                     return at;
@@ -231,6 +258,23 @@ impl SharedLimits {
         format!("{}slot:{id}", self.prefix)
     }
 
+    /// Takes a sample (Redis read `redis_now` when the engine's clock read about `engine_mid`,
+    /// in a call of round trip `rtt`) and answers the offset to use.
+    fn offset(&self, redis_now: u64, engine_mid: Duration, rtt: Duration) -> i128 {
+        let sample = ClockSample {
+            offset: i128::from(redis_now) - engine_mid.as_micros() as i128,
+            rtt,
+            taken: Instant::now(),
+        };
+        let mut clock = self.clock.guard();
+        let best = match *clock {
+            Some(b) if b.rtt < rtt && b.taken.elapsed() < CLOCK_KEEP => b,
+            _ => sample,
+        };
+        *clock = Some(best);
+        best.offset
+    }
+
     /// The connection, made when there is none, unless Redis is resting after a failure.
     async fn connection(&self) -> Result<MultiplexedConnection, SharedError> {
         let mut link = self.conn.lock().await;
@@ -269,7 +313,7 @@ impl SharedLimits {
         id: Uuid,
         keys: &[LimitKey],
         hold: Duration,
-    ) -> Result<Duration, SharedError> {
+    ) -> Result<(u64, u64), SharedError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SLOT).arg(keys.len() + 1).arg(self.booking_key(id));
         for k in keys {
@@ -280,9 +324,14 @@ impl SharedLimits {
             cmd.arg(micros(k.rate.interval()))
                 .arg(micros(k.rate.tolerance()));
         }
-        let wait: String = self.query(&cmd).await?;
-        let wait: u64 = wait.parse().map_err(|_| SharedError::Answer(wait))?;
-        Ok(Duration::from_micros(wait))
+        let answer: Vec<String> = self.query(&cmd).await?;
+        match answer.as_slice() {
+            [now, at] => match (now.parse::<u64>(), at.parse::<u64>()) {
+                (Ok(now), Ok(at)) => Ok((now, at)),
+                _ => Err(SharedError::Answer(answer.join(" "))),
+            },
+            _ => Err(SharedError::Answer(answer.join(" "))),
+        }
     }
 
     async fn pause(&self, key: &str, rate: Rate, wait: Duration) -> Result<(), SharedError> {

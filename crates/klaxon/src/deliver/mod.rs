@@ -55,8 +55,13 @@ const CLAIM_MAX: usize = 256;
 /// The scheduler looks at the store at least this often (expired leases of crashed workers,
 /// rows written by another process).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// A send that got its slots this much after its planned time asks the limiter again.
+/// A send that got its slots, or woke, this much after its planned time asks the limiter
+/// again (Telegram's limits leave a 30 ms margin a second; see `klaxon_channels::telegram`).
 const LATE: Duration = Duration::from_millis(20);
+/// How many times one send asks again for being late before it goes anyway.
+const LATE_RETRIES: usize = 2;
+/// The first wait after a claim found due rows but could take none (see `schedule`).
+const SKIPPED_MIN: Duration = Duration::from_millis(25);
 /// How long a busy scheduler waits for more sends to finish before claiming.
 const CLAIM_GATHER: Duration = Duration::from_millis(2);
 /// Completions written in one transaction.
@@ -231,6 +236,7 @@ impl Engine {
 
     async fn schedule(self: Arc<Self>, cancel: CancellationToken) {
         let mut last_sweep = Instant::now();
+        let mut skipped = SKIPPED_MIN;
         loop {
             if cancel.is_cancelled() {
                 return;
@@ -278,11 +284,17 @@ impl Engine {
                     _ => IDLE_POLL,
                 }
             };
-            // Due rows that were all skipped (blocked channel) must not make us spin: then
-            // only a wake-up (new work, a finished send) or the poll brings us back.
+            // Due rows that were all skipped must not make us spin: a blocked channel's, or
+            // rows another replica is claiming at this moment (with several replicas that is
+            // common: all wake at the same due time). The wait doubles from 25 ms to the poll
+            // while nothing can be claimed, so a replica that lost a race is back within ms,
+            // not after a whole poll with its share of the slots gone by.
             let wait = if wait.is_zero() && claimed == 0 {
-                IDLE_POLL
+                let w = skipped;
+                skipped = (skipped * 2).min(IDLE_POLL);
+                w
             } else {
+                skipped = SKIPPED_MIN;
                 wait
             };
             tokio::select! {
@@ -441,12 +453,31 @@ impl Engine {
                             let at = engine.limits.reserve(&keys, engine.mono()).await;
                             deadline = engine.origin + at;
                         }
-                        tokio::time::sleep_until(deadline).await;
+                        // Another replica's 429 is looked up while waiting, not after: a Redis
+                        // round trip between the slot and the send would move the send by it.
+                        // Found, it pauses this replica too (checked below).
+                        tokio::join!(
+                            tokio::time::sleep_until(deadline),
+                            engine.paused_elsewhere(&rt)
+                        );
+                        // Woken late (a busy machine): going now would bunch this send with the
+                        // next slot's, which a provider counting a sliding window (Telegram's
+                        // 30 in any second) refuses. It takes a new slot, a bounded number of
+                        // times, so an overloaded machine still sends.
+                        for _ in 0..LATE_RETRIES {
+                            if Instant::now() <= deadline + LATE {
+                                break;
+                            }
+                            metrics::counter!("klaxon_late_sends_total", "channel" => rt.spec.name.clone()).increment(1);
+                            let at = engine.limits.reserve(&keys, engine.mono()).await;
+                            deadline = engine.origin + at;
+                            tokio::time::sleep_until(deadline).await;
+                        }
                         (all, mine)
                     } => {
                         let _permits = permits;
                         // A 429 may have paused the channel while this one waited for its slot.
-                        match engine.paused_for(&rt).await {
+                        match engine.paused_here(&rt) {
                             Some(wait) => {
                                 if probe {
                                     rt.breaker.guard().abandon_probe(engine.mono());
@@ -807,13 +838,17 @@ impl Engine {
         s.paused_until = Some(s.paused_until.map_or(until, |t| t.max(until)));
     }
 
-    /// How long the channel is still paused (by a 429 here, or on another replica when limits
-    /// are shared), if it is.
-    async fn paused_for(&self, rt: &Runtime) -> Option<Duration> {
-        let until = rt.state.guard().paused_until;
-        let here = until.and_then(|u| (u - Utc::now()).to_std().ok().filter(|d| !d.is_zero()));
-        if here.is_some() {
-            return here;
+    /// How long the channel is still paused by a 429, as this replica knows.
+    fn paused_here(&self, rt: &Runtime) -> Option<Duration> {
+        let until = rt.state.guard().paused_until?;
+        (until - Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+    }
+
+    /// How long another replica's 429 still pauses the channel, when limits are shared; taken
+    /// on here too (shown in /status, kept by this replica's limiter).
+    async fn paused_elsewhere(&self, rt: &Runtime) -> Option<Duration> {
+        if !self.limits.is_shared() || self.paused_here(rt).is_some() {
+            return None;
         }
         let key = rt.channel_key();
         let left = self.limits.paused_elsewhere(&key.key).await?;
