@@ -217,8 +217,15 @@ pub fn error_body(text: &str, message_key: &str) -> (Option<i64>, String) {
     error_fields(json.as_ref(), message_key, text)
 }
 
+/// A provider's words as a reason to keep: trimmed, bounded, and without NUL characters, which
+/// PostgreSQL refuses in text (the attempt could not be recorded and the send would repeat).
 pub fn short(text: &str) -> String {
-    klaxon_core::render::truncate_chars(text.trim(), REASON_MAX)
+    let text = text.trim();
+    if text.contains('\0') {
+        klaxon_core::render::truncate_chars(&text.replace('\0', "\u{FFFD}"), REASON_MAX)
+    } else {
+        klaxon_core::render::truncate_chars(text, REASON_MAX)
+    }
 }
 
 /// Pulls a provider id out of a 2xx verdict's place.
@@ -272,6 +279,12 @@ pub fn attachments_note(what: &str, count: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_keeps_no_nul() {
+        assert_eq!(short("  bad\0 chat \0"), "bad\u{FFFD} chat \u{FFFD}");
+        assert_eq!(short(" fine "), "fine");
+    }
 
     #[test]
     fn provider_error_bodies() {
