@@ -108,9 +108,22 @@ fn connected(source: &'static str, state: &Subscriber) {
     metrics::gauge!("klaxon_ingest_connected", "source" => source).set(1.0);
 }
 
+/// A Redis client for `url` with `TCP_NODELAY`: the redis crate leaves Nagle on, so a command
+/// written while an earlier one on the same multiplexed connection is unacknowledged can wait
+/// for the server's delayed ACK (up to ~40 ms) — every send's rate-limit slot goes through one
+/// such connection.
+pub(crate) fn redis_client(url: &klaxon_core::secret::Secret) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .expose()
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
+
 /// One connection: subscribe, then take messages until it ends.
 async fn session(cfg: &RedisConfig, shared: &Shared, state: &Subscriber) -> redis::RedisResult<()> {
-    let client = redis::Client::open(cfg.url.expose())?;
+    let client = redis_client(&cfg.url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     for ch in &cfg.channels {
         pubsub.subscribe(ch).await?;
@@ -193,7 +206,7 @@ async fn stream_session(
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply,
     };
 
-    let client = redis::Client::open(cfg.url.expose())?;
+    let client = redis_client(&cfg.url)?;
     // A blocking read must not be cut short by the client's own answer timeout.
     let mut conn = client
         .get_multiplexed_async_connection_with_config(

@@ -161,7 +161,7 @@ impl RateLimits {
         Ok(RateLimits {
             local: Mutex::new(Local::default()),
             shared: Some(SharedLimits {
-                client: redis::Client::open(url.expose())?,
+                client: crate::sources::redis_client(url)?,
                 prefix: prefix.to_string(),
                 conn: tokio::sync::Mutex::new(Link::default()),
                 clock: Mutex::new(None),
