@@ -280,6 +280,45 @@ pub struct DepthRow {
     pub count: i64,
 }
 
+/// Which deliveries [`Store::depth`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepthScope {
+    /// What still needs something: waiting or in flight (`pending`, `sending`, `retrying`) and
+    /// the dead letters. Counted from the status index's ranges, so its cost follows the queue,
+    /// not the history — cheap enough to run every few seconds whatever the retention.
+    Open,
+    /// Every status, history included: a walk over every delivery kept.
+    All,
+}
+
+impl DepthScope {
+    /// The statuses this scope counts (the query's `IN` list).
+    pub fn statuses(self) -> &'static [DeliveryStatus] {
+        match self {
+            DepthScope::Open => &[
+                DeliveryStatus::Pending,
+                DeliveryStatus::Sending,
+                DeliveryStatus::Retrying,
+                DeliveryStatus::Dead,
+            ],
+            DepthScope::All => &DeliveryStatus::ALL,
+        }
+    }
+
+    /// The same query on both stores (placeholders are not needed).
+    fn sql(self) -> &'static str {
+        match self {
+            DepthScope::Open => {
+                "SELECT channel, status, COUNT(*) AS n FROM deliveries \
+                 WHERE status IN ('pending', 'sending', 'retrying', 'dead') GROUP BY status, channel"
+            }
+            DepthScope::All => {
+                "SELECT channel, status, COUNT(*) AS n FROM deliveries GROUP BY status, channel"
+            }
+        }
+    }
+}
+
 /// What another process (or this one) committed that a replica should look at now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -365,7 +404,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, id: Uuid) -> Result<Option<NotificationRecord>>;
     /// Newest first.
     async fn list(&self, filter: ListFilter) -> Result<Vec<NotificationRecord>>;
-    async fn depth(&self) -> Result<Vec<DepthRow>>;
+    async fn depth(&self, scope: DepthScope) -> Result<Vec<DepthRow>>;
     async fn channel_states(&self) -> Result<Vec<ChannelState>>;
     async fn patch_channel(&self, channel: &str, patch: ChannelPatch) -> Result<ChannelState>;
     /// Removes notifications whose deliveries are all final and older than `before` (by their

@@ -1207,12 +1207,8 @@ impl Store for PgStore {
         Ok(crate::records(heads, deliveries))
     }
 
-    async fn depth(&self) -> Result<Vec<DepthRow>> {
-        let rows = sqlx::query(
-            "SELECT channel, status, COUNT(*) AS n FROM deliveries GROUP BY status, channel",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    async fn depth(&self, scope: DepthScope) -> Result<Vec<DepthRow>> {
+        let rows = sqlx::query(scope.sql()).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(DepthRow {

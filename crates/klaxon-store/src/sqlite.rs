@@ -49,7 +49,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // A bigger page cache and memory-mapped reads keep claims off the disk.
+            // The writer's page cache holds the queue and the tables' right edges, where every
+            // claim and insert lands: 16 MB keeps them off the disk.
             .pragma("cache_size", "-16000")
             .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
@@ -78,7 +79,10 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.read_only(true))
+            // Readers walk history (dashboard pages, dead letters) that the OS page cache
+            // already holds; 16 MB each grew RSS by up to 64 MB as the history did (the soak,
+            // BENCHMARKS.md §14) for little gain, so they keep SQLite's default 2 MB.
+            .connect_with(opts.read_only(true).pragma("cache_size", "-2000"))
             .await?;
         Ok(SqliteStore { writer, reader })
     }
@@ -988,12 +992,8 @@ impl Store for SqliteStore {
         Ok(crate::records(heads, deliveries))
     }
 
-    async fn depth(&self) -> Result<Vec<DepthRow>> {
-        let rows = sqlx::query(
-            "SELECT channel, status, COUNT(*) AS n FROM deliveries GROUP BY status, channel",
-        )
-        .fetch_all(&self.reader)
-        .await?;
+    async fn depth(&self, scope: DepthScope) -> Result<Vec<DepthRow>> {
+        let rows = sqlx::query(scope.sql()).fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
                 Ok(DepthRow {

@@ -14,8 +14,8 @@ use klaxon_core::model::{
     Attempt, AttemptOutcome, DeliveryStatus, Notification, Priority, Severity, new_id,
 };
 use klaxon_store::{
-    ChannelPatch, ClaimRequest, Completion, Deferral, Fallback, FallbackMove, Finish, Flushed,
-    ListFilter, NewDelivery, NewEntry, Store,
+    ChannelPatch, ClaimRequest, Completion, Deferral, DepthScope, Fallback, FallbackMove, Finish,
+    Flushed, ListFilter, NewDelivery, NewEntry, Store,
 };
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -292,6 +292,7 @@ suite!(
     channel_state_persists,
     prune_removes_only_old_final_notifications,
     dead_delivery_hands_over_to_fallback,
+    depth_counts_the_open_work_or_everything,
     open_circuit_moves_to_fallback,
     lost_lease_does_not_fall_back,
     requeue_gives_dead_letters_a_fresh_budget,
@@ -497,7 +498,7 @@ async fn complete_records_attempts_and_status(store: Arc<dyn Store>) {
             (2, AttemptOutcome::Delivered, Some(200))
         ]
     );
-    let depth = store.depth().await.unwrap();
+    let depth = store.depth(DepthScope::All).await.unwrap();
     assert_eq!(
         depth
             .iter()
@@ -944,6 +945,60 @@ fn dead(id: uuid::Uuid, fallback: Option<Fallback>) -> Completion {
         throttled: false,
         fallback,
     }
+}
+
+/// `Open` is what the gauges count every 5 s: the queue and the dead letters, never the
+/// delivered history (whose count grows with retention); `All` is `/status`'s full count.
+async fn depth_counts_the_open_work_or_everything(store: Arc<dyn Store>) {
+    let entries = ["a", "a", "b"].map(|ch| entry(Notification::new("m"), &[ch]));
+    store.insert(entries.into()).await.unwrap();
+    let claimed = store.claim(claim_req(3)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let mut done = dead(claimed[0].delivery.id, None);
+    done.status = DeliveryStatus::Delivered;
+    done.attempt.outcome = AttemptOutcome::Delivered;
+    store
+        .complete(vec![done, dead(claimed[1].delivery.id, None)])
+        .await
+        .unwrap();
+    store
+        .insert(vec![entry(Notification::new("later"), &["b"])])
+        .await
+        .unwrap();
+
+    let count = |rows: &[klaxon_store::DepthRow], status| -> i64 {
+        rows.iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.count)
+            .sum()
+    };
+    let all = store.depth(DepthScope::All).await.unwrap();
+    let open = store.depth(DepthScope::Open).await.unwrap();
+    for (status, n) in [
+        (DeliveryStatus::Delivered, 1),
+        (DeliveryStatus::Dead, 1),
+        (DeliveryStatus::Sending, 1),
+        (DeliveryStatus::Pending, 1),
+    ] {
+        assert_eq!(count(&all, status), n, "All, {status:?}: {all:?}");
+        let open_n = if status == DeliveryStatus::Delivered {
+            0
+        } else {
+            n
+        };
+        assert_eq!(count(&open, status), open_n, "Open, {status:?}: {open:?}");
+    }
+    assert!(
+        open.iter()
+            .all(|r| DepthScope::Open.statuses().contains(&r.status)),
+        "{open:?}"
+    );
+    // Rows per channel: the pending one is `b`'s, however the claim ordered the others.
+    assert!(
+        open.iter()
+            .any(|r| r.channel == "b" && r.status == DeliveryStatus::Pending && r.count == 1),
+        "{open:?}"
+    );
 }
 
 fn to_channel(channel: &str, targets: &[Option<&str>]) -> Fallback {

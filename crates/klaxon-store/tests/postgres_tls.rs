@@ -29,7 +29,13 @@ async fn the_store_connects_over_tls_when_asked() {
         .await
         .expect("the store opens over TLS");
     store.migrate().await.unwrap();
-    assert!(store.depth().await.unwrap().is_empty());
+    assert!(
+        store
+            .depth(klaxon_store::DepthScope::All)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Every connection the store holds to this database is encrypted.
     let (store_conns, encrypted): (i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), COUNT(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
@@ -52,7 +58,7 @@ async fn the_store_connects_over_tls_when_asked() {
         Ok(s) => {
             // The pool connects lazily on some versions: the first query must fail then.
             assert!(
-                s.depth().await.is_err(),
+                s.depth(klaxon_store::DepthScope::All).await.is_err(),
                 "verify-full accepted a self-signed certificate"
             );
         }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use klaxon_core::config::Config;
-use klaxon_core::model::DeliveryStatus;
-use klaxon_store::Store;
 use klaxon_store::group::GroupCommitter;
+use klaxon_store::{DepthScope, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::deliver::limits::RateLimits;
@@ -261,14 +260,17 @@ async fn prune_every(store: Arc<dyn Store>, retention: Duration) {
     }
 }
 
-/// Keeps `klaxon_queue_depth` and `klaxon_channel_up` current.
+/// Keeps `klaxon_queue_depth` and `klaxon_channel_up` current. Only the open statuses: counting
+/// the whole history every 5 s cost a walk over every delivery kept — time that grew with the
+/// retention, and SQLite page cache filled with the history in every reader connection (the
+/// soak's memory growth, BENCHMARKS.md §14). Final outcomes are `klaxon_deliveries_total`.
 async fn refresh_gauges(store: Arc<dyn Store>, registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if let Ok(rows) = store.depth().await {
+        if let Ok(rows) = store.depth(DepthScope::Open).await {
             for rt in registry.all() {
-                for status in DeliveryStatus::ALL {
+                for &status in DepthScope::Open.statuses() {
                     let n = rows
                         .iter()
                         .find(|r| r.channel == rt.spec.name && r.status == status)

@@ -49,7 +49,10 @@ fn describe() {
         "klaxon_delivery_seconds",
         "Seconds from accepting a notification to delivering it, by channel."
     );
-    metrics::describe_gauge!("klaxon_queue_depth", "Deliveries by channel and status.");
+    metrics::describe_gauge!(
+        "klaxon_queue_depth",
+        "Deliveries waiting, in flight or dead, by channel and status (pending, sending, retrying, dead)."
+    );
     metrics::describe_gauge!(
         "klaxon_channel_up",
         "1 when the channel is enabled and its circuit closed."

@@ -133,7 +133,7 @@ impl Notifier {
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
             let waiting: i64 = store
-                .depth()
+                .depth(klaxon_store::DepthScope::Open)
                 .await
                 .map(|rows| {
                     rows.iter()

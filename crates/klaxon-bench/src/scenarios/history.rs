@@ -219,7 +219,12 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     let s = store.clone();
     let depth = time(move || {
         let s = s.clone();
-        async move { s.depth().await.map(|_| ()).map_err(anyhow::Error::from) }
+        async move {
+            s.depth(klaxon_store::DepthScope::All)
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
     })
     .await?;
     report.row(Row {

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use klaxon_core::input::{Envelope, InputError, NotificationRequest, from_json};
 use klaxon_core::model::{DeliveryStatus, Notification, Severity};
-use klaxon_store::{Inserted, ListFilter, NotificationRecord};
+use klaxon_store::{DepthScope, Inserted, ListFilter, NotificationRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::OpenApi as _;
@@ -520,7 +520,7 @@ fn channel_views(s: &Shared, depth: &[klaxon_store::DepthRow]) -> Vec<Value> {
         (status = 401, description = "Missing or wrong token", body = doc::ErrorBody)),
     security(("bearer" = [])))]
 async fn list_channels(State(s): State<Arc<Shared>>) -> Json<Value> {
-    let depth = s.store.depth().await.unwrap_or_default();
+    let depth = s.store.depth(DepthScope::Open).await.unwrap_or_default();
     Json(json!({"channels": channel_views(&s, &depth)}))
 }
 
@@ -533,7 +533,7 @@ async fn get_channel(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let depth = s.store.depth().await.unwrap_or_default();
+    let depth = s.store.depth(DepthScope::Open).await.unwrap_or_default();
     channel_views(&s, &depth)
         .into_iter()
         .find(|v| v["name"] == json!(name))
@@ -788,7 +788,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     responses((status = 200, description = "Version, queue, channels (no secrets)", body = doc::Status)))]
 async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
     let store_ok = s.store.ping().await.is_ok();
-    let depth = s.store.depth().await.unwrap_or_default();
+    let depth = s.store.depth(DepthScope::All).await.unwrap_or_default();
     let mut queue = serde_json::Map::new();
     for st in DeliveryStatus::ALL {
         let n: i64 = depth
