@@ -14,6 +14,7 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use klaxon::Config;
 use klaxon_fakes::webhook::{SinkOptions, WebhookSink};
+use klaxon_store::testing::PgDb;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -86,13 +87,48 @@ pub fn fresh_db() -> anyhow::Result<(tempfile::TempDir, String)> {
     Ok((dir, url))
 }
 
+/// A database for one run, removed when dropped: a SQLite file in a temporary directory, or a
+/// fresh database on the PostgreSQL server `KLAXON_TEST_DATABASE_URL` names.
+pub enum Db {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres(PgDb),
+}
+
+impl Db {
+    pub fn sqlite() -> anyhow::Result<Db> {
+        let (dir, url) = fresh_db()?;
+        Ok(Db::Sqlite { _dir: dir, url })
+    }
+
+    /// `None` when `KLAXON_TEST_DATABASE_URL` is not set.
+    pub async fn postgres() -> anyhow::Result<Option<Db>> {
+        if std::env::var("KLAXON_TEST_DATABASE_URL").is_err() {
+            return Ok(None);
+        }
+        let db = PgDb::create()
+            .await
+            .context("KLAXON_TEST_DATABASE_URL is set but no database was created")?;
+        Ok(Some(Db::Postgres(db)))
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Db::Sqlite { url, .. } => url,
+            Db::Postgres(db) => &db.url,
+        }
+    }
+}
+
 /// Klaxon serving HTTP in this process, on its own database, delivering to a sink.
 pub struct Klaxon {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     /// Holds the database; removed on drop.
-    _dir: tempfile::TempDir,
+    _db: Db,
 }
 
 impl Klaxon {
@@ -108,8 +144,12 @@ impl Klaxon {
 
     /// The service with its one channel, `sink`, at `channel` (any channel URL).
     pub async fn start_channel(channel: &str, extra: &str) -> anyhow::Result<Klaxon> {
-        let (dir, db) = fresh_db()?;
-        let config = config(&db, channel, extra)?;
+        Klaxon::start_on(Db::sqlite()?, channel, extra).await
+    }
+
+    /// The same on the database `db`.
+    pub async fn start_on(db: Db, channel: &str, extra: &str) -> anyhow::Result<Klaxon> {
+        let config = config(db.url(), channel, extra)?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -132,7 +172,7 @@ impl Klaxon {
             addr,
             stop: Some(stop_tx),
             task,
-            _dir: dir,
+            _db: db,
         })
     }
 

@@ -81,6 +81,8 @@ enum Scenario {
     Templates,
     /// 14: memory of the klaxon binary under a steady load for `--soak-secs` (on demand only).
     Soak,
+    /// 15: scenarios 1–3 with the store on PostgreSQL (KLAXON_TEST_DATABASE_URL).
+    Postgres,
 }
 
 /// Full size, or a tenth of it for `--quick`.
@@ -169,6 +171,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(Scenario::Templates) {
         let r = scenarios::templates::run(&mut report, scale).await;
+        r.unwrap_or_else(|e| failed(&mut report, e));
+    }
+    if wanted(Scenario::Postgres) {
+        let r = scenarios::postgres::run(&mut report, scale).await;
         r.unwrap_or_else(|e| failed(&mut report, e));
     }
     if wanted(Scenario::Soak) {

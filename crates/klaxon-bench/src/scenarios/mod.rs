@@ -13,6 +13,7 @@
 //! - [`replicas`]: 12, delivered/s of 1, 2 and 3 worker processes on one PostgreSQL store.
 //! - [`templates`]: 13, wording a message through a template against no template.
 //! - [`soak`]: 14, the `klaxon` binary's memory under a steady load for 30 minutes (on demand).
+//! - [`postgres`]: 15, scenarios 1–3 with the store on PostgreSQL.
 
 pub mod apprise;
 pub mod delivery;
@@ -20,6 +21,7 @@ pub mod goodput;
 pub mod history;
 pub mod http;
 pub mod notifier;
+pub mod postgres;
 pub mod process;
 pub mod replicas;
 pub mod soak;

@@ -11,7 +11,7 @@ use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 
 use crate::Scale;
-use crate::harness::fresh_db;
+use crate::harness::{Db, fresh_db};
 use crate::report::{Fig, Report, Row, int};
 
 /// Rows per transaction in the batched runs.
@@ -41,7 +41,7 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<StoreFloor
     let n_single = scale.n(2_000);
 
     let raw_batched = raw_insert(n_batched, BATCH).await?;
-    let store_batched = store_insert(n_batched, BATCH).await?;
+    let store_batched = store_insert(&Db::sqlite()?, n_batched, BATCH).await?;
     report.row(Row {
         figure: "store.insert direct, 100/txn",
         value: Fig::rate(store_batched, "notifications/s"),
@@ -49,7 +49,7 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<StoreFloor
         goal: None,
     });
     let raw_single = raw_insert(n_single, 1).await?;
-    let store_single = store_insert(n_single, 1).await?;
+    let store_single = store_insert(&Db::sqlite()?, n_single, 1).await?;
     report.row(Row {
         figure: "store.insert direct, 1/txn",
         value: Fig::rate(store_single, "notifications/s"),
@@ -80,8 +80,27 @@ async fn raw_insert(n: usize, per_txn: usize) -> anyhow::Result<f64> {
         .pragma("cache_size", "-16000")
         .pragma("temp_store", "memory");
     let mut conn = SqliteConnection::connect_with(&opts).await?;
-    sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT)")
-        .execute(&mut conn)
+    let rate = raw_rows::<sqlx::Sqlite>(&mut conn, n, per_txn).await?;
+    conn.close().await?;
+    Ok(rate)
+}
+
+/// Creates the plain table on `conn` and inserts `n` rows into it, `per_txn` a transaction, as
+/// one multi-row `INSERT` each; rows per second. The same statement text on SQLite and
+/// PostgreSQL (`$n` placeholders are understood by both).
+pub async fn raw_rows<DB>(
+    conn: &mut DB::Connection,
+    n: usize,
+    per_txn: usize,
+) -> anyhow::Result<f64>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query::<DB>("CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT)")
+        .execute(&mut *conn)
         .await?;
     // 224 characters + a 36-character id ≈ 260 bytes a row.
     let body: String = MESSAGE.chars().cycle().take(224).collect();
@@ -96,7 +115,7 @@ async fn raw_insert(n: usize, per_txn: usize) -> anyhow::Result<f64> {
             multi_row_insert(rows)
         };
         let mut tx = conn.begin().await?;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
         for _ in 0..rows {
             q = q.bind(new_id().hyphenated().to_string()).bind(body.clone());
         }
@@ -104,25 +123,23 @@ async fn raw_insert(n: usize, per_txn: usize) -> anyhow::Result<f64> {
         tx.commit().await?;
         done += rows;
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    conn.close().await?;
-    Ok(rate)
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// `INSERT INTO t (id, body) VALUES (?, ?), …` for `rows` rows.
+/// `INSERT INTO t (id, body) VALUES ($1, $2), …` for `rows` rows.
 fn multi_row_insert(rows: usize) -> String {
     let mut sql = String::from("INSERT INTO t (id, body) VALUES ");
     for i in 0..rows {
-        sql.push_str(if i == 0 { "(?, ?)" } else { ", (?, ?)" });
+        let sep = if i == 0 { "" } else { ", " };
+        sql.push_str(&format!("{sep}(${}, ${})", 2 * i + 1, 2 * i + 2));
     }
     sql
 }
 
-/// Inserts `n` notifications (one delivery each) through `Store::insert`, `per_txn` a call;
-/// notifications per second.
-async fn store_insert(n: usize, per_txn: usize) -> anyhow::Result<f64> {
-    let (_dir, url) = fresh_db()?;
-    let store = klaxon_store::open(&url).await?;
+/// Inserts `n` notifications (one delivery each) through `Store::insert` on a fresh database,
+/// `per_txn` a call; notifications per second.
+pub async fn store_insert(db: &Db, n: usize, per_txn: usize) -> anyhow::Result<f64> {
+    let store = klaxon_store::open(db.url()).await?;
     store.migrate().await?;
     let start = Instant::now();
     let mut done = 0;
