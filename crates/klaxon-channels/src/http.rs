@@ -221,11 +221,12 @@ pub fn error_body(text: &str, message_key: &str) -> (Option<i64>, String) {
 /// PostgreSQL refuses in text (the attempt could not be recorded and the send would repeat).
 pub fn short(text: &str) -> String {
     let text = text.trim();
-    if text.contains('\0') {
-        klaxon_core::render::truncate_chars(&text.replace('\0', "\u{FFFD}"), REASON_MAX)
+    let clean: std::borrow::Cow<str> = if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
     } else {
-        klaxon_core::render::truncate_chars(text, REASON_MAX)
-    }
+        text.into()
+    };
+    klaxon_core::render::truncate_chars(&clean, REASON_MAX)
 }
 
 /// Pulls a provider id out of a 2xx verdict's place.
