@@ -53,9 +53,16 @@ impl SqliteStore {
             // claim and insert lands: 16 MB keeps them off the disk.
             .pragma("cache_size", "-16000")
             .pragma("temp_store", "memory");
+        // A SQLite connection is a file handle, a worker thread and a page cache inside this
+        // process; sqlx's defaults close it after 30 minutes (10 idle) as if it were a server
+        // session. Reopening one throws its warm cache away, and the cache's memory stays
+        // with glibc in the old thread's arena while the new one fills another: RSS grew by
+        // ~10 MB at each 30-minute mark in the soak (BENCHMARKS.md §14). Kept open instead.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .acquire_timeout(Duration::from_secs(30))
             // A COMMIT that fails with SQLITE_FULL or an I/O error may be rolled back by SQLite
             // itself; sqlx's ROLLBACK then fails and leaves its transaction depth at 1, so the
@@ -78,6 +85,8 @@ impl SqliteStore {
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .acquire_timeout(Duration::from_secs(30))
             // Readers walk history (dashboard pages, dead letters) that the OS page cache
             // already holds; 16 MB each grew RSS by up to 64 MB as the history did (the soak,
