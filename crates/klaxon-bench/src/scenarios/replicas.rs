@@ -1,4 +1,4 @@
-//! Scenario 9, replicas: delivered/s of 1, 2 and 3 `klaxon serve --role worker` processes
+//! Scenario 12, replicas: delivered/s of 1, 2 and 3 `klaxon serve --role worker` processes
 //! draining one PostgreSQL queue into the webhook sink. Each run gets a fresh database (on the
 //! server `KLAXON_TEST_DATABASE_URL` names), filled first through an `--role api` process so
 //! the workers find the whole queue waiting; the clock runs from spawning the workers to the
@@ -22,7 +22,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     let n = scale.n(20_000).div_ceil(PREFILL_BATCH) * PREFILL_BATCH;
     report.section(
-        "9. Replicas on PostgreSQL",
+        "12. Replicas on PostgreSQL",
         &format!(
             "{} notifications are committed through a `klaxon serve --role api` process, which \
              is then stopped; then 1, 2 or 3 release `klaxon serve --role worker` processes \

@@ -1,4 +1,4 @@
-//! Scenario 9, templates: what wording a message through minijinja costs a send — the
+//! Scenario 13, templates: what wording a message through minijinja costs a send — the
 //! built-in template for a `signal.generated` event and for a 100-item digest, rendered and
 //! framed for Telegram HTML — against the floor of the same framing with no template (the
 //! notification's own title and message escaped in Rust).
@@ -16,7 +16,7 @@ use crate::report::{Goal, Lat, Report, Row, int};
 pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     let n = scale.n(20_000);
     report.section(
-        "9. Templates: wording one message",
+        "13. Templates: wording one message",
         &format!(
             "{} renders each, on one core, of a `signal.generated` event and of a 100-item \
              `klaxon.digest` through their built-in templates (compiled once, shared in an \
