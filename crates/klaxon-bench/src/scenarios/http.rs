@@ -4,18 +4,20 @@
 //! requests, from the same client, to a receiver that only parses the JSON and answers 200.
 
 use crate::Scale;
+use klaxon_fakes::webhook::WebhookSink;
+
 use crate::harness::{
-    Klaxon, batch_of, client, post_closed_loop, post_open_loop, sink, sink_post_url,
-    small_notification,
+    Db, Klaxon, Load, batch_of, channel_url, client, post_closed_loop, post_open_loop, sink,
+    sink_post_url, small_notification,
 };
 use crate::report::{Fig, Goal, Report, Row, int};
 
 /// Concurrent clients posting one notification each.
-const SINGLE_WORKERS: usize = 32;
+pub const SINGLE_WORKERS: usize = 32;
 /// Concurrent clients posting batches.
-const BATCH_WORKERS: usize = 8;
+pub const BATCH_WORKERS: usize = 8;
 /// Notifications in one batch.
-const BATCH_SIZE: usize = 100;
+pub const BATCH_SIZE: usize = 100;
 /// The fixed rate of the latency run, requests per second.
 const FIXED_RATE: f64 = 1_000.0;
 
@@ -42,13 +44,7 @@ pub async fn single(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     floor_sink.stop().await;
 
     let target = sink(false).await;
-    let klaxon = Klaxon::start(&target).await?;
-    let url = klaxon.url("/api/v1/notifications");
-    // Warm-up: connections opened, statements prepared.
-    post_closed_loop(&http, &url, body.clone(), n / 10, SINGLE_WORKERS, 202).await;
-    let load = post_closed_loop(&http, &url, body, n, SINGLE_WORKERS, 202).await;
-    let delivered_meanwhile = target.count();
-    klaxon.stop().await;
+    let (load, delivered_meanwhile) = single_intake(&http, Db::sqlite()?, &target, n).await?;
     target.stop().await;
 
     report.row(Row {
@@ -103,13 +99,8 @@ pub async fn batch(
         ),
     );
     let http = client();
-    let body = batch_of(BATCH_SIZE);
     let target = sink(false).await;
-    let klaxon = Klaxon::start(&target).await?;
-    let url = klaxon.url("/api/v1/notifications/batch");
-    post_closed_loop(&http, &url, body.clone(), batches / 10, BATCH_WORKERS, 202).await;
-    let load = post_closed_loop(&http, &url, body, batches, BATCH_WORKERS, 202).await;
-    klaxon.stop().await;
+    let load = batch_intake(&http, Db::sqlite()?, &target, batches).await?;
     target.stop().await;
 
     let per_s = load.rate() * BATCH_SIZE as f64;
@@ -134,6 +125,42 @@ pub async fn batch(
         report.note(f);
     }
     Ok(())
+}
+
+/// `n` single notifications from `SINGLE_WORKERS` clients to the service on `db`, after a tenth
+/// as many to warm up (connections opened, statements prepared); with the number of webhooks
+/// `target` had received when the load ended.
+pub async fn single_intake(
+    http: &reqwest::Client,
+    db: Db,
+    target: &WebhookSink,
+    n: usize,
+) -> anyhow::Result<(Load, usize)> {
+    let body = small_notification();
+    let klaxon = Klaxon::start_on(db, &channel_url(target), "").await?;
+    let url = klaxon.url("/api/v1/notifications");
+    post_closed_loop(http, &url, body.clone(), n / 10, SINGLE_WORKERS, 202).await;
+    let load = post_closed_loop(http, &url, body, n, SINGLE_WORKERS, 202).await;
+    let delivered = target.count();
+    klaxon.stop().await;
+    Ok((load, delivered))
+}
+
+/// `batches` batches of `BATCH_SIZE` from `BATCH_WORKERS` clients to the service on `db`, after
+/// a tenth as many to warm up.
+pub async fn batch_intake(
+    http: &reqwest::Client,
+    db: Db,
+    target: &WebhookSink,
+    batches: usize,
+) -> anyhow::Result<Load> {
+    let body = batch_of(BATCH_SIZE);
+    let klaxon = Klaxon::start_on(db, &channel_url(target), "").await?;
+    let url = klaxon.url("/api/v1/notifications/batch");
+    post_closed_loop(http, &url, body.clone(), batches / 10, BATCH_WORKERS, 202).await;
+    let load = post_closed_loop(http, &url, body, batches, BATCH_WORKERS, 202).await;
+    klaxon.stop().await;
+    Ok(load)
 }
 
 /// Scenario 4: 1,000 requests a second, open loop; latency from the scheduled send time.

@@ -5,17 +5,11 @@
 
 use sqlx::Connection;
 
-use super::store::{raw_rows, store_insert};
+use super::http::{BATCH_SIZE, batch_intake, single_intake};
+use super::store::{floor_rows, raw_rows};
 use crate::Scale;
-use crate::harness::{Db, Klaxon, batch_of, client, post_closed_loop, sink, small_notification};
+use crate::harness::{Db, client, sink};
 use crate::report::{Fig, Goal, Report, Row, int};
-
-/// Rows per transaction in the batched runs (scenario 1's).
-const BATCH: usize = 100;
-/// Concurrent clients posting one notification each (scenario 2's).
-const SINGLE_WORKERS: usize = 32;
-/// Concurrent clients posting batches (scenario 3's).
-const BATCH_WORKERS: usize = 8;
 
 pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     report.section(
@@ -35,33 +29,21 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     let n_batched = scale.n(100_000);
     let n_single = scale.n(2_000);
 
-    let raw_batched = raw_insert(n_batched, BATCH).await?;
-    let store_batched = store_insert(&fresh().await?, n_batched, BATCH).await?;
-    report.row(Row {
-        figure: "PostgreSQL store.insert direct, 100/txn",
-        value: Fig::rate(store_batched, "notifications/s"),
-        baseline: Some(("raw sqlx, 100/txn", Fig::rate(raw_batched, "rows/s"))),
-        goal: None,
-    });
-    let raw_single = raw_insert(n_single, 1).await?;
-    let store_single = store_insert(&fresh().await?, n_single, 1).await?;
-    report.row(Row {
-        figure: "PostgreSQL store.insert direct, 1/txn",
-        value: Fig::rate(store_single, "notifications/s"),
-        baseline: Some(("raw sqlx, 1/txn", Fig::rate(raw_single, "rows/s"))),
-        goal: None,
-    });
+    let floors = floor_rows(
+        report,
+        "PostgreSQL ",
+        n_batched,
+        n_single,
+        raw_insert,
+        fresh,
+    )
+    .await?;
+    let (store_batched, store_single) = (floors.store_batched, floors.store_single);
 
     let http = client();
     let n = scale.n(20_000);
-    let body = small_notification();
     let target = sink(false).await;
-    let klaxon =
-        Klaxon::start_on(fresh().await?, &crate::harness::channel_url(&target), "").await?;
-    let url = klaxon.url("/api/v1/notifications");
-    post_closed_loop(&http, &url, body.clone(), n / 10, SINGLE_WORKERS, 202).await;
-    let single = post_closed_loop(&http, &url, body, n, SINGLE_WORKERS, 202).await;
-    klaxon.stop().await;
+    let (single, _) = single_intake(&http, fresh().await?, &target, n).await?;
     report.row(Row {
         figure: "PostgreSQL accepted/s, single",
         value: Fig::rate(single.rate(), "req/s"),
@@ -79,17 +61,11 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     });
 
     let batches = scale.n(500);
-    let klaxon =
-        Klaxon::start_on(fresh().await?, &crate::harness::channel_url(&target), "").await?;
-    let url = klaxon.url("/api/v1/notifications/batch");
-    let body = batch_of(BATCH);
-    post_closed_loop(&http, &url, body.clone(), batches / 10, BATCH_WORKERS, 202).await;
-    let batched = post_closed_loop(&http, &url, body, batches, BATCH_WORKERS, 202).await;
-    klaxon.stop().await;
+    let batched = batch_intake(&http, fresh().await?, &target, batches).await?;
     target.stop().await;
     report.row(Row {
         figure: "PostgreSQL accepted/s, batches of 100",
-        value: Fig::rate(batched.rate() * BATCH as f64, "notifications/s"),
+        value: Fig::rate(batched.rate() * BATCH_SIZE as f64, "notifications/s"),
         baseline: Some((
             "store.insert direct, 100/txn",
             Fig::rate(store_batched, "notifications/s"),

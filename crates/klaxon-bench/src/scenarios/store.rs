@@ -40,22 +40,10 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<StoreFloor
     let n_batched = scale.n(100_000);
     let n_single = scale.n(2_000);
 
-    let raw_batched = raw_insert(n_batched, BATCH).await?;
-    let store_batched = store_insert(&Db::sqlite()?, n_batched, BATCH).await?;
-    report.row(Row {
-        figure: "store.insert direct, 100/txn",
-        value: Fig::rate(store_batched, "notifications/s"),
-        baseline: Some(("raw sqlx, 100/txn", Fig::rate(raw_batched, "rows/s"))),
-        goal: None,
-    });
-    let raw_single = raw_insert(n_single, 1).await?;
-    let store_single = store_insert(&Db::sqlite()?, n_single, 1).await?;
-    report.row(Row {
-        figure: "store.insert direct, 1/txn",
-        value: Fig::rate(store_single, "notifications/s"),
-        baseline: Some(("raw sqlx, 1/txn", Fig::rate(raw_single, "rows/s"))),
-        goal: None,
-    });
+    let floors = floor_rows(report, "", n_batched, n_single, raw_insert, async || {
+        Db::sqlite()
+    })
+    .await?;
     report.note(format!(
         "{} rows batched, {} one per transaction. A stored notification is two rows (the \
          notification and its delivery) against one raw row. The 1/txn figures are this disk's \
@@ -64,7 +52,47 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<StoreFloor
         int(n_batched),
         int(n_single)
     ));
-    Ok(StoreFloor { store_batched })
+    Ok(StoreFloor {
+        store_batched: floors.store_batched,
+    })
+}
+
+/// `Store::insert` rates of one kind of database, notifications per second.
+pub struct Floors {
+    pub store_batched: f64,
+    pub store_single: f64,
+}
+
+/// `Store::insert` on a fresh database from `fresh`, beside `raw`'s rows per second into a plain
+/// table of the same kind, `n_batched` rows 100 a transaction and `n_single` one a transaction:
+/// two report rows, their figures prefixed by `db` ("" for SQLite, scenario 1's own).
+pub async fn floor_rows(
+    report: &mut Report,
+    db: &str,
+    n_batched: usize,
+    n_single: usize,
+    raw: impl AsyncFn(usize, usize) -> anyhow::Result<f64>,
+    fresh: impl AsyncFn() -> anyhow::Result<Db>,
+) -> anyhow::Result<Floors> {
+    let mut rates = [0.0; 2];
+    for (i, (n, per_txn)) in [(n_batched, BATCH), (n_single, 1)].into_iter().enumerate() {
+        let raw_rate = raw(n, per_txn).await?;
+        let store_rate = store_insert(&fresh().await?, n, per_txn).await?;
+        report.row(Row {
+            figure: &format!("{db}store.insert direct, {per_txn}/txn"),
+            value: Fig::rate(store_rate, "notifications/s"),
+            baseline: Some((
+                &format!("raw sqlx, {per_txn}/txn"),
+                Fig::rate(raw_rate, "rows/s"),
+            )),
+            goal: None,
+        });
+        rates[i] = store_rate;
+    }
+    Ok(Floors {
+        store_batched: rates[0],
+        store_single: rates[1],
+    })
 }
 
 /// Inserts `n` rows into a plain table, `per_txn` rows a transaction; rows per second.
