@@ -127,6 +127,67 @@ async fn telegram_bursts_stay_under_limits() {
     s.stop().await;
 }
 
+/// A chat's backlog keeps its spacing when the store is busy just as a deferred send is due.
+/// Sends beyond the 1.5 s hold go back to the store; they come back half a second before their
+/// slot and wait for it in memory, so a writer held across the slot delays their claim, not the
+/// send. (Due at the slot itself, the third message here would go when the lock is let go, 0.6 s
+/// before the fourth, and draw a 429.)
+#[tokio::test]
+async fn a_store_busy_at_a_deferred_slot_does_not_bunch_a_chat() {
+    use sqlx::Connection;
+    let tg = FakeTelegram::start().await;
+    let cfg = fast_retries(&format!("[channels.tg]\nurl = \"tgram://{TOKEN}/77\"\n"));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    let batch: Vec<Value> = (0..4)
+        .map(|i| json!({"message": format!("fill {i}")}))
+        .collect();
+    let (code, v) = s.post("/api/v1/notifications/batch", &json!(batch)).await;
+    assert_eq!(code, 202);
+    let first = loop {
+        if let Some(m) = tg.messages().first() {
+            break tokio::time::Instant::from_std(m.at);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    // The third message's slot is 2 × 1.03 s after the first; hold the write lock from 0.1 s
+    // before it to 0.45 s after it.
+    tokio::time::sleep_until(first + Duration::from_millis(1960)).await;
+    let db = format!("sqlite://{}", s.dir.path().join("klaxon.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    tokio::time::sleep_until(first + Duration::from_millis(2510)).await;
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    drop(lock);
+    for r in v["results"].as_array().unwrap() {
+        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+    }
+    assert_eq!(tg.count_429(), 0, "rejected: {:?}", tg.rejected());
+    let mut sent: Vec<_> = tg
+        .messages()
+        .iter()
+        .map(|m| (m.at, m.text.clone()))
+        .collect();
+    sent.sort();
+    assert_eq!(sent.len(), 4);
+    for (i, (_, text)) in sent.iter().enumerate() {
+        assert!(
+            text.contains(&format!("fill {i}")),
+            "out of order: {sent:?}"
+        );
+    }
+    for w in sent.windows(2) {
+        assert!(
+            w[1].0 - w[0].0 >= Duration::from_secs(1),
+            "bunched: {sent:?}"
+        );
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn telegram_429_retry_after_is_honoured_for_the_whole_channel() {
     let tg = FakeTelegram::start().await;

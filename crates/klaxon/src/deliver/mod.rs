@@ -5,7 +5,7 @@
 //! Invariants:
 //! - The store is the queue. Nothing is delivered that was not claimed with a lease, and a
 //!   retry is a rescheduled row: no task sleeps through a backoff. Tasks wait at most
-//!   `HOLD_MAX` for a rate-limit slot; a longer wait goes back to the store as `not_before`.
+//!   `HOLD_MAX` for a rate-limit slot; a longer wait goes back to the store as `not_before` (`CLAIM_LEAD` ahead of the slot).
 //! - A channel's own state (breaker, pause, switch) is decided here from verdicts; channels
 //!   only report.
 //! - Shutdown stops claiming, lets sends in flight finish within the grace period, and hands
@@ -50,6 +50,12 @@ use crate::events::{DeliveryEvent, Event, Events};
 /// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
 /// back to the store with `not_before` at the slot.
 const HOLD_MAX: Duration = Duration::from_millis(1500);
+/// A delivery deferred to a rate-limit slot comes back this long before the slot (well inside
+/// `HOLD_MAX`) and waits for it in memory. Were it due at the slot itself, the claim's own delay
+/// — the next poll, a busy writer, a starved CPU — would be added to the send: it would go late,
+/// close to the next send of the same chat, and either draw a 429 or, caught by `LATE`, give up
+/// its slot for one at the end of the queue.
+const CLAIM_LEAD: Duration = Duration::from_millis(500);
 /// Most deliveries claimed in one round.
 const CLAIM_MAX: usize = 256;
 /// The scheduler looks at the store at least this often (expired leases of crashed workers,
@@ -425,9 +431,10 @@ impl Engine {
                 if probe {
                     rt.breaker.guard().abandon_probe(now_mono);
                 }
+                let back_in = (at - now_mono).saturating_sub(CLAIM_LEAD);
                 deferrals.push(Deferral {
                     delivery_id: c.delivery.id,
-                    not_before: Utc::now() + TimeDelta::from_std(at - now_mono).unwrap_or_default(),
+                    not_before: Utc::now() + TimeDelta::from_std(back_in).unwrap_or_default(),
                 });
                 continue;
             }
