@@ -126,6 +126,15 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resident memory, KiB. `anon` is the heap and stacks (what the allocator holds); `file` is
+/// mapped files, here mostly the binary's own code, paged in as code paths are first used.
+#[derive(Clone, Copy)]
+pub(crate) struct Memory {
+    pub(crate) rss: u64,
+    pub(crate) anon: u64,
+    pub(crate) file: u64,
+}
+
 /// A spawned process serving HTTP on a loopback port.
 pub(crate) struct Proc {
     child: Child,
@@ -226,13 +235,25 @@ impl Proc {
 
     /// `VmRSS` in KiB.
     pub(crate) fn rss_kib(&self) -> anyhow::Result<u64> {
+        Ok(self.memory()?.rss)
+    }
+
+    /// Resident memory in KiB from `/proc/PID/status`: all of it, and its two parts.
+    pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
         let pid = self.child.id().context("the process has exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmRSS in /proc/PID/status")
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in /proc/PID/status"))
+        };
+        Ok(Memory {
+            rss: field("VmRSS:")?,
+            anon: field("RssAnon:")?,
+            file: field("RssFile:")?,
+        })
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after 20 s.

@@ -2,7 +2,8 @@
 //! release `klaxon serve` binary, on a fresh SQLite store, takes a steady mixed load — single
 //! notifications and batches of ten — for `--soak-secs` (30 minutes by default) and delivers
 //! every one to the bench's webhook sink, while its resident memory (`VmRSS` from
-//! `/proc/PID/status`) is sampled every minute, or every thirtieth of a shorter run.
+//! `/proc/PID/status`, with its anonymous and file-backed parts) is sampled every minute, or
+//! every thirtieth of a shorter run.
 //!
 //! The question is whether memory grows with the work done rather than settling: the report
 //! gives every sample, the least-squares slope (MB/h) of the samples after the first window
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::process::Proc;
+use super::process::{Memory, Proc};
 use crate::Scale;
 use crate::harness::{channel_url, client, post_json, sink};
 use crate::report::{Fig, Goal, Lat, Report, Row, int};
@@ -54,8 +55,24 @@ const RATIO_MAX: f64 = 1.10;
 /// One RSS sample: seconds since the load started, KiB, notifications accepted by then.
 struct Sample {
     at: f64,
+    /// `VmRSS`, the figure the verdict is on.
     kib: u64,
+    /// Its anonymous and file-backed parts, to tell the heap from the binary's code pages.
+    anon: u64,
+    file: u64,
     accepted: u64,
+}
+
+impl Sample {
+    fn new(at: f64, m: Memory, accepted: u64) -> Self {
+        Sample {
+            at,
+            kib: m.rss,
+            anon: m.anon,
+            file: m.file,
+            accepted,
+        }
+    }
 }
 
 pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::Result<()> {
@@ -93,7 +110,8 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     let mut k = Proc::serve(&bin, dir.path(), "soak", &[], &store, &channel_url(&target))?;
     k.wait_http(&http, "/ready").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = k.rss_kib()?;
+    let idle_memory = k.memory()?;
+    let idle = idle_memory.rss;
 
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -107,11 +125,7 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / REQUESTS_PER_S as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next_sample = start + every;
-    let mut samples = vec![Sample {
-        at: 0.0,
-        kib: idle,
-        accepted: 0,
-    }];
+    let mut samples = vec![Sample::new(0.0, idle_memory, 0)];
     let mut tasks = JoinSet::new();
     let mut seq: u64 = 0;
     let mut req: u64 = 0;
@@ -123,15 +137,17 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     while start.elapsed() < duration {
         let due = tick.tick().await.into_std();
         if Instant::now() >= next_sample {
-            let s = Sample {
-                at: start.elapsed().as_secs_f64(),
-                kib: k.rss_kib()?,
-                accepted: accepted.load(Ordering::Relaxed),
-            };
+            let s = Sample::new(
+                start.elapsed().as_secs_f64(),
+                k.memory()?,
+                accepted.load(Ordering::Relaxed),
+            );
             eprintln!(
-                "   soak: {:>6.0} s  RSS {:>6.1} MB  accepted {}",
+                "   soak: {:>6.0} s  RSS {:>6.1} MB (anon {:.1}, file {:.1})  accepted {}",
                 s.at,
                 s.kib as f64 / 1024.0,
+                s.anon as f64 / 1024.0,
+                s.file as f64 / 1024.0,
                 int(s.accepted as usize)
             );
             samples.push(s);
@@ -168,11 +184,11 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     let elapsed = start.elapsed();
     // The last sample: the end of the load (the loop may have stopped just short of it).
     if samples.len() <= SAMPLES as usize {
-        samples.push(Sample {
-            at: elapsed.as_secs_f64(),
-            kib: k.rss_kib()?,
-            accepted: accepted.load(Ordering::Relaxed),
-        });
+        samples.push(Sample::new(
+            elapsed.as_secs_f64(),
+            k.memory()?,
+            accepted.load(Ordering::Relaxed),
+        ));
     }
     let accepted = accepted.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -269,13 +285,15 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
         db_bytes as f64 / f64::from(1u32 << 20)
     ));
     report.line("");
-    report.line("| t (s) | RSS (MB) | accepted by then |");
-    report.line("|---:|---:|---:|");
+    report.line("| t (s) | RSS (MB) | of it anonymous | of it file-backed | accepted by then |");
+    report.line("|---:|---:|---:|---:|---:|");
     for s in &samples {
         report.line(format!(
-            "| {:.0} | {:.1} | {} |",
+            "| {:.0} | {:.1} | {:.1} | {:.1} | {} |",
             s.at,
             s.kib as f64 / 1024.0,
+            s.anon as f64 / 1024.0,
+            s.file as f64 / 1024.0,
             int(s.accepted as usize)
         ));
     }
