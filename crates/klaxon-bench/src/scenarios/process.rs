@@ -133,6 +133,8 @@ pub(crate) struct Memory {
     pub(crate) rss: u64,
     pub(crate) anon: u64,
     pub(crate) file: u64,
+    /// Open file descriptors: mostly connections, each with its buffers.
+    pub(crate) fds: usize,
 }
 
 /// A spawned process serving HTTP on a loopback port.
@@ -238,7 +240,8 @@ impl Proc {
         Ok(self.memory()?.rss)
     }
 
-    /// Resident memory in KiB from `/proc/PID/status`: all of it, and its two parts.
+    /// Resident memory in KiB from `/proc/PID/status` (all of it, and its two parts), and the
+    /// open file descriptors.
     pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
         let pid = self.child.id().context("the process has exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -253,6 +256,7 @@ impl Proc {
             rss: field("VmRSS:")?,
             anon: field("RssAnon:")?,
             file: field("RssFile:")?,
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
         })
     }
 

@@ -60,6 +60,9 @@ struct Sample {
     /// Its anonymous and file-backed parts, to tell the heap from the binary's code pages.
     anon: u64,
     file: u64,
+    /// Open descriptors: connections the client opened when answers slowed stay open, with
+    /// their buffers.
+    fds: usize,
     accepted: u64,
 }
 
@@ -70,6 +73,7 @@ impl Sample {
             kib: m.rss,
             anon: m.anon,
             file: m.file,
+            fds: m.fds,
             accepted,
         }
     }
@@ -143,11 +147,12 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
                 accepted.load(Ordering::Relaxed),
             );
             eprintln!(
-                "   soak: {:>6.0} s  RSS {:>6.1} MB (anon {:.1}, file {:.1})  accepted {}",
+                "   soak: {:>6.0} s  RSS {:>6.1} MB (anon {:.1}, file {:.1})  fds {}  accepted {}",
                 s.at,
                 s.kib as f64 / 1024.0,
                 s.anon as f64 / 1024.0,
                 s.file as f64 / 1024.0,
+                s.fds,
                 int(s.accepted as usize)
             );
             samples.push(s);
@@ -285,15 +290,18 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
         db_bytes as f64 / f64::from(1u32 << 20)
     ));
     report.line("");
-    report.line("| t (s) | RSS (MB) | of it anonymous | of it file-backed | accepted by then |");
-    report.line("|---:|---:|---:|---:|---:|");
+    report.line(
+        "| t (s) | RSS (MB) | of it anonymous | of it file-backed | open fds | accepted by then |",
+    );
+    report.line("|---:|---:|---:|---:|---:|---:|");
     for s in &samples {
         report.line(format!(
-            "| {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
             s.at,
             s.kib as f64 / 1024.0,
             s.anon as f64 / 1024.0,
             s.file as f64 / 1024.0,
+            s.fds,
             int(s.accepted as usize)
         ));
     }
