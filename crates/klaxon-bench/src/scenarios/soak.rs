@@ -52,31 +52,13 @@ const SLOPE_MAX: f64 = 1.0;
 /// Last third's mean over the first third's under which memory has no growth trend.
 const RATIO_MAX: f64 = 1.10;
 
-/// One RSS sample: seconds since the load started, KiB, notifications accepted by then.
+/// One sample: seconds since the load started, the memory read then, notifications accepted
+/// by then. The verdict is on `mem.rss`; its anonymous and file-backed parts tell the heap from
+/// the binary's code pages, and the open descriptors the connections the client keeps.
 struct Sample {
     at: f64,
-    /// `VmRSS`, the figure the verdict is on.
-    kib: u64,
-    /// Its anonymous and file-backed parts, to tell the heap from the binary's code pages.
-    anon: u64,
-    file: u64,
-    /// Open descriptors: connections the client opened when answers slowed stay open, with
-    /// their buffers.
-    fds: usize,
+    mem: Memory,
     accepted: u64,
-}
-
-impl Sample {
-    fn new(at: f64, m: Memory, accepted: u64) -> Self {
-        Sample {
-            at,
-            kib: m.rss,
-            anon: m.anon,
-            file: m.file,
-            fds: m.fds,
-            accepted,
-        }
-    }
 }
 
 pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::Result<()> {
@@ -115,7 +97,6 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     k.wait_http(&http, "/ready").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_memory = k.memory()?;
-    let idle = idle_memory.rss;
 
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -129,7 +110,11 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / REQUESTS_PER_S as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next_sample = start + every;
-    let mut samples = vec![Sample::new(0.0, idle_memory, 0)];
+    let mut samples = vec![Sample {
+        at: 0.0,
+        mem: idle_memory,
+        accepted: 0,
+    }];
     let mut tasks = JoinSet::new();
     let mut seq: u64 = 0;
     let mut req: u64 = 0;
@@ -141,18 +126,18 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     while start.elapsed() < duration {
         let due = tick.tick().await.into_std();
         if Instant::now() >= next_sample {
-            let s = Sample::new(
-                start.elapsed().as_secs_f64(),
-                k.memory()?,
-                accepted.load(Ordering::Relaxed),
-            );
+            let s = Sample {
+                at: start.elapsed().as_secs_f64(),
+                mem: k.memory()?,
+                accepted: accepted.load(Ordering::Relaxed),
+            };
             eprintln!(
                 "   soak: {:>6.0} s  RSS {:>6.1} MB (anon {:.1}, file {:.1})  fds {}  accepted {}",
                 s.at,
-                s.kib as f64 / 1024.0,
-                s.anon as f64 / 1024.0,
-                s.file as f64 / 1024.0,
-                s.fds,
+                s.mem.rss as f64 / 1024.0,
+                s.mem.anon as f64 / 1024.0,
+                s.mem.file as f64 / 1024.0,
+                s.mem.fds,
                 int(s.accepted as usize)
             );
             samples.push(s);
@@ -189,11 +174,11 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     let elapsed = start.elapsed();
     // The last sample: the end of the load (the loop may have stopped just short of it).
     if samples.len() <= SAMPLES as usize {
-        samples.push(Sample::new(
-            elapsed.as_secs_f64(),
-            k.memory()?,
-            accepted.load(Ordering::Relaxed),
-        ));
+        samples.push(Sample {
+            at: elapsed.as_secs_f64(),
+            mem: k.memory()?,
+            accepted: accepted.load(Ordering::Relaxed),
+        });
     }
     let accepted = accepted.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
@@ -219,7 +204,7 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     }
     let slope = slope_mib_per_hour(&after);
     let third = after.len() / 3;
-    let mean = |s: &[&Sample]| s.iter().map(|s| s.kib as f64).sum::<f64>() / s.len() as f64;
+    let mean = |s: &[&Sample]| s.iter().map(|s| s.mem.rss as f64).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&after[..third]), mean(&after[after.len() - third..]));
     let ratio = last / first;
 
@@ -238,8 +223,8 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
     });
     report.row(Row {
         figure: "soak RSS, end of load",
-        value: Fig::mib(samples.last().map_or(0, |s| s.kib)),
-        baseline: Some(("idle, before the load", Fig::mib(idle))),
+        value: Fig::mib(samples.last().map_or(0, |s| s.mem.rss)),
+        baseline: Some(("idle, before the load", Fig::mib(idle_memory.rss))),
         goal: None,
     });
     report.row(Row {
@@ -298,10 +283,10 @@ pub async fn run(report: &mut Report, scale: Scale, soak_secs: u32) -> anyhow::R
         report.line(format!(
             "| {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
             s.at,
-            s.kib as f64 / 1024.0,
-            s.anon as f64 / 1024.0,
-            s.file as f64 / 1024.0,
-            s.fds,
+            s.mem.rss as f64 / 1024.0,
+            s.mem.anon as f64 / 1024.0,
+            s.mem.file as f64 / 1024.0,
+            s.mem.fds,
             int(s.accepted as usize)
         ));
     }
@@ -331,10 +316,10 @@ fn notification(seq: u64) -> Value {
 fn slope_mib_per_hour(samples: &[&Sample]) -> f64 {
     let n = samples.len() as f64;
     let mx = samples.iter().map(|s| s.at).sum::<f64>() / n;
-    let my = samples.iter().map(|s| s.kib as f64).sum::<f64>() / n;
+    let my = samples.iter().map(|s| s.mem.rss as f64).sum::<f64>() / n;
     let sxy: f64 = samples
         .iter()
-        .map(|s| (s.at - mx) * (s.kib as f64 - my))
+        .map(|s| (s.at - mx) * (s.mem.rss as f64 - my))
         .sum();
     let sxx: f64 = samples.iter().map(|s| (s.at - mx).powi(2)).sum();
     if sxx == 0.0 {

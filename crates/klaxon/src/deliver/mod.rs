@@ -5,7 +5,8 @@
 //! Invariants:
 //! - The store is the queue. Nothing is delivered that was not claimed with a lease, and a
 //!   retry is a rescheduled row: no task sleeps through a backoff. Tasks wait at most
-//!   `HOLD_MAX` for a rate-limit slot; a longer wait goes back to the store as `not_before` (`CLAIM_LEAD` ahead of the slot).
+//!   `HOLD_MAX` for a rate-limit slot; a longer wait goes back to the store as `not_before`,
+//!   `CLAIM_LEAD` ahead of the slot.
 //! - A channel's own state (breaker, pause, switch) is decided here from verdicts; channels
 //!   only report.
 //! - Shutdown stops claiming, lets sends in flight finish within the grace period, and hands
@@ -48,7 +49,7 @@ use self::registry::{Guard, Registry, Runtime};
 use crate::events::{DeliveryEvent, Event, Events};
 
 /// Longest a claimed delivery waits in memory for its rate-limit slot; beyond it the row goes
-/// back to the store with `not_before` at the slot.
+/// back to the store with `not_before` `CLAIM_LEAD` ahead of the slot.
 const HOLD_MAX: Duration = Duration::from_millis(1500);
 /// A delivery deferred to a rate-limit slot comes back this long before the slot (well inside
 /// `HOLD_MAX`) and waits for it in memory. Were it due at the slot itself, the claim's own delay
