@@ -23,11 +23,13 @@ use serde_json::{Value, json};
 use crate::{Channel, SendContext, SendReport, http};
 
 /// The bots FAQ (PROVIDERS.md §1): about 1 message/s per chat, at most 20/min per group, about
-/// 30/s per bot. Each interval is stretched by 3 % so loopback and network jitter cannot push
+/// 30/s per bot. Each window is stretched by 3 % so loopback and network jitter cannot push
 /// two sends inside the provider's window: zero 429s matters more than the last 3 % of speed.
+/// The group and bot limits are counts in a window, not spacings: twenty chats' first messages
+/// go at once, as do a group's first twenty.
 pub const PER_CHAT: Rate = Rate::new(1, Duration::from_millis(1030), 1);
-pub const PER_GROUP: Rate = Rate::new(20, Duration::from_millis(61_800), 1);
-pub const PER_BOT: Rate = Rate::new(30, Duration::from_millis(1030), 1);
+pub const PER_GROUP: Rate = Rate::sliding(20, Duration::from_millis(61_800));
+pub const PER_BOT: Rate = Rate::sliding(30, Duration::from_millis(1030));
 
 /// Upload limits for bots on the public Bot API (PROVIDERS.md §1): 10 MB for `sendPhoto`, 50 MB
 /// for other files. Counted in decimal megabytes, the smaller reading of "MB", so a file we

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::TestServer;
 use klaxon_fakes::FailMode;
 use klaxon_fakes::discord::FakeDiscord;
-use klaxon_fakes::telegram::FakeTelegram;
+use klaxon_fakes::telegram::{FakeTelegram, TgMessage};
 use klaxon_fakes::webhook::WebhookSink;
 use serde_json::{Value, json};
 
@@ -47,6 +47,21 @@ fn statuses(v: &Value) -> Vec<String> {
 
 async fn channel(s: &TestServer, name: &str) -> Value {
     s.get(&format!("/api/v1/channels/{name}")).await.1
+}
+
+/// Waits until every notification of a batch's answer has reached a final state.
+async fn wait_batch(s: &TestServer, answer: &Value) {
+    for r in answer["results"].as_array().unwrap() {
+        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+    }
+}
+
+/// The messages the fake accepted, in the order they arrived.
+fn arrived(tg: &FakeTelegram) -> Vec<TgMessage> {
+    let mut sent = tg.messages();
+    sent.sort_by_key(|m| m.at);
+    sent
 }
 
 #[tokio::test]
@@ -118,10 +133,7 @@ async fn telegram_bursts_stay_under_limits() {
         .collect();
     let (code, v) = s.post("/api/v1/notifications/batch", &json!(batch)).await;
     assert_eq!(code, 202);
-    for r in v["results"].as_array().unwrap() {
-        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
-            .await;
-    }
+    wait_batch(&s, &v).await;
     assert_eq!(tg.messages().len(), 20);
     assert_eq!(tg.count_429(), 0, "rejected: {:?}", tg.rejected());
     s.stop().await;
@@ -161,17 +173,9 @@ async fn a_store_busy_at_a_deferred_slot_does_not_bunch_a_chat() {
     tokio::time::sleep_until(first + Duration::from_millis(2510)).await;
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     drop(lock);
-    for r in v["results"].as_array().unwrap() {
-        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
-            .await;
-    }
+    wait_batch(&s, &v).await;
     assert_eq!(tg.count_429(), 0, "rejected: {:?}", tg.rejected());
-    let mut sent: Vec<_> = tg
-        .messages()
-        .iter()
-        .map(|m| (m.at, m.text.clone()))
-        .collect();
-    sent.sort();
+    let sent: Vec<_> = arrived(&tg).into_iter().map(|m| (m.at, m.text)).collect();
     assert_eq!(sent.len(), 4);
     for (i, (_, text)) in sent.iter().enumerate() {
         assert!(
@@ -188,10 +192,57 @@ async fn a_store_busy_at_a_deferred_slot_does_not_bunch_a_chat() {
     s.stop().await;
 }
 
+/// A backlog to one chat does not hold a message to another chat of the same bot. Booked
+/// under one GCRA frontier per key, the fills' eight slots (7 s of one chat's 1/s) pushed the
+/// bot's 30/s frontier 7 s out, and the risk alert to another chat, behind it, went last.
+#[tokio::test]
+async fn a_backlog_to_one_chat_does_not_hold_another_chat_of_the_bot() {
+    let tg = FakeTelegram::start().await;
+    let cfg = fast_retries(&format!(
+        "[channels.fills]\nurl = \"tgram://{TOKEN}/77\"\n\
+         [channels.risk]\nurl = \"tgram://{TOKEN}/88\"\n\
+         [[routes]]\nmatch = {{ tags = \"fill\" }}\nto = [\"fills\"]\n\
+         [[routes]]\nmatch = {{ tags = \"risk\" }}\nto = [\"risk\"]\n"
+    ));
+    let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
+    let fills: Vec<Value> = (0..8)
+        .map(|i| json!({"message": format!("fill {i}"), "tags": ["fill"]}))
+        .collect();
+    let (code, v) = s.post("/api/v1/notifications/batch", &json!(fills)).await;
+    assert_eq!(code, 202);
+    // Once the fills' slots are booked (the first has gone), the alert.
+    while tg.messages().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let alert = send(
+        &s,
+        json!({"message": "drawdown limit hit", "severity": "critical", "tags": ["risk"]}),
+    )
+    .await;
+    s.wait_final(&alert, Duration::from_secs(30)).await;
+    wait_batch(&s, &v).await;
+    assert_eq!(tg.count_429(), 0, "rejected: {:?}", tg.rejected());
+    let sent = arrived(&tg);
+    let alert_at = sent.iter().position(|m| m.chat_id == "88").unwrap();
+    assert!(
+        alert_at <= 3,
+        "the alert went {}th of {}, behind the other chat's backlog",
+        alert_at + 1,
+        sent.len()
+    );
+    s.stop().await;
+}
+
+/// A 429's `retry_after` holds every chat of the channel. A send already in flight when the 429
+/// comes back cannot be recalled (the bot's window lets up to 30 go together), so the channel's
+/// own `rate_limit` spaces the two chats here: the second is planned half a second after the
+/// first, inside the 2 s the 429 asks for, and must wait them out.
 #[tokio::test]
 async fn telegram_429_retry_after_is_honoured_for_the_whole_channel() {
     let tg = FakeTelegram::start().await;
-    let cfg = fast_retries(&format!("[channels.tg]\nurl = \"tgram://{TOKEN}/1/2\"\n"));
+    let cfg = fast_retries(&format!(
+        "[channels.tg]\nurl = \"tgram://{TOKEN}/1/2\"\nrate_limit = \"2/s\"\n"
+    ));
     let s = TestServer::start_env(&cfg, &[("KLAXON_TELEGRAM_API", &tg.url())]).await;
     tg.force_429(2);
     let id = send(&s, json!({"message": "after the storm"})).await;
@@ -300,10 +351,7 @@ async fn discord_follows_its_rate_limit_headers() {
         .map(|i| json!({"message": format!("n{i}")}))
         .collect();
     let (_, v) = s.post("/api/v1/notifications/batch", &json!(batch)).await;
-    for r in v["results"].as_array().unwrap() {
-        s.wait_final(r["id"].as_str().unwrap(), Duration::from_secs(30))
-            .await;
-    }
+    wait_batch(&s, &v).await;
     assert_eq!(dc.messages().len(), 12);
     assert_eq!(dc.count_429(), 0);
     s.stop().await;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{Binary, free_port};
 use klaxon::deliver::limits::RateLimits;
-use klaxon_core::limit::LimitKey;
+use klaxon_core::limit::{LimitKey, Rate};
 use klaxon_core::model::new_id;
 use klaxon_core::secret::Secret;
 use klaxon_fakes::telegram::{DEFAULT_TOKEN, FakeTelegram};
@@ -106,6 +106,47 @@ async fn a_deferred_delivery_keeps_its_slot_on_whichever_replica_claims_it() {
     let now = origin.elapsed();
     let at = b.slot(ids[1], &keys, now, HOLD).await;
     assert!(about(at - now, 3 * MINUTE), "{:?}", at - now);
+}
+
+/// Calendars in Redis, as in process: a backlog booked far out under one chat does not hold the
+/// bot's other chats, and the bot's 30 in any window go at once.
+#[tokio::test]
+async fn a_backlog_to_one_chat_does_not_hold_the_bots_other_chats() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let p = prefix();
+    let (a, b) = (shared(&url, &p), shared(&url, &p));
+    let bot = LimitKey {
+        key: "bot".into(),
+        rate: Rate::sliding(30, Duration::from_millis(1030)),
+    };
+    let to = |chat: &str| [bot.clone(), key(&format!("chat:{chat}"), "1/min")];
+    let origin = Instant::now();
+    // Replica a books three minutes of one chat.
+    let now = origin.elapsed();
+    let mut slots = Vec::new();
+    for _ in 0..3 {
+        slots.push(a.slot(new_id(), &to("busy"), now, HOLD).await - now);
+    }
+    assert!(about(slots[2], 2 * MINUTE), "{slots:?}");
+    // Replica b's message to another chat goes now, not after the busy chat's last slot.
+    let now = origin.elapsed();
+    let at = b.slot(new_id(), &to("quiet"), now, HOLD).await;
+    assert!(about(at - now, Duration::ZERO), "{:?}", at - now);
+    // 28 more chats fill the bot's window (30 sends with the busy chat's first and the quiet
+    // chat's); the next waits for the window to pass.
+    for c in 0..28 {
+        let at = b.slot(new_id(), &to(&c.to_string()), now, HOLD).await;
+        assert!(about(at - now, Duration::ZERO), "chat {c}: {:?}", at - now);
+    }
+    let now = origin.elapsed();
+    let at = a.slot(new_id(), &to("late"), now, HOLD).await;
+    let wait = at - now;
+    assert!(
+        wait > Duration::from_millis(500) && wait <= Duration::from_millis(1030),
+        "{wait:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! The engine's rate limits: the in-process GCRA of `klaxon_core::limit`, or — when Redis is
+//! The engine's rate limits: the in-process limiter of `klaxon_core::limit`, or — when Redis is
 //! configured (`[redis] shared_limits`, on by default) — the same maths in a Redis script, so
 //! every replica draws from one set of buckets (a Telegram bot's 30/s is 30/s for all of them
 //! together) and a 429 seen by one replica pauses them all (issue 6, item 2).
@@ -17,12 +17,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use klaxon_core::limit::{LimitKey, Limiter, Rate};
+use klaxon_core::limit::{LimitKey, Limiter, Rate, distinct};
+use klaxon_core::model::new_id;
 use klaxon_core::secret::Secret;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::LATE;
 use super::registry::Guard;
 
 /// Longest a limit call may take before the replica goes on with its own limiter.
@@ -31,40 +33,97 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// `CALL_TIMEOUT` per delivery on a Redis that hangs).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// A delivery's slot, atomically: Redis's clock now and the slot, both µs since the epoch.
+/// A delivery's slot, atomically: Redis's clock now and the slot, both µs since the epoch. The
+/// same maths as `klaxon_core::limit::Limiter`, kept in Redis.
 ///
 /// KEYS[1] is the delivery's booking: a slot reserved for it when it was last deferred, used
 /// now by whichever replica claimed it (so a deferred backlog neither loses its place nor
-/// reserves twice). Without one, GCRA over the limit keys KEYS[2..]: the earliest time the send
-/// conforms under every key, then counted under each. A key holds its theoretical arrival time
-/// (TAT, µs since the epoch) and expires once it holds no information. A slot further off than
-/// ARGV[1] µs (the engine's hold) is booked under KEYS[1] for the deferral. ARGV[2i] and
-/// ARGV[2i+1] are the emission interval and burst tolerance of KEYS[i+1], in µs. Numbers are
-/// written with `%.0f`: Lua 5.1's default conversion keeps 14 digits, too few for µs.
+/// reserves twice). Without one, the earliest time that fits under every limit key, then
+/// counted under each. Limit key j is KEYS[2j] (its state) and KEYS[2j+1] (its 429 pause, whose
+/// time to live holds every send). ARGV[1] is the engine's hold: a slot further off is booked
+/// under KEYS[1] for the deferral. ARGV[2] makes this call's calendar entries unique. Then four
+/// numbers per key from ARGV[3 + 4(j-1)]: emission interval and burst tolerance (µs), and, for a
+/// calendar key, how many may fall in any window and the window (µs); 0 and 0 for a GCRA key.
+/// A calendar key is a sorted set of booked sends (score: µs); a GCRA key holds its theoretical
+/// arrival time. Both expire once they hold no information. Numbers are written with `%.0f`:
+/// Lua 5.1's default conversion keeps 14 digits, too few for µs.
 const SLOT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function fmt(x) return string.format('%.0f', x) end
 local booked = redis.call('GET', KEYS[1])
 if booked then
   redis.call('DEL', KEYS[1])
-  return {string.format('%.0f', now), string.format('%.0f', math.max(now, tonumber(booked)))}
+  return {fmt(now), fmt(math.max(now, tonumber(booked)))}
+end
+local SEARCH = 256
+local specs = {}
+for j = 1, (#KEYS - 1) / 2 do
+  local a = 3 + 4 * (j - 1)
+  local s = {key = KEYS[2 * j], interval = tonumber(ARGV[a]), tolerance = tonumber(ARGV[a + 1]),
+             most = tonumber(ARGV[a + 2]), window = tonumber(ARGV[a + 3]), floor = now}
+  local pttl = redis.call('PTTL', KEYS[2 * j + 1])
+  if pttl > 0 then s.floor = now + pttl * 1000 end
+  if s.most > 0 then
+    redis.call('ZREMRANGEBYSCORE', s.key, '-inf', fmt(now - s.window))
+  else
+    s.tat = tonumber(redis.call('GET', s.key)) or 0
+  end
+  specs[j] = s
+end
+-- The earliest time at or after x that key s admits (limit.rs `fit`: each run of `most`
+-- consecutive bookings spanning less than a window refuses the open interval
+-- (last - window, first + window)).
+local function fit(s, x)
+  if x < s.floor then x = s.floor end
+  if s.most == 0 then return math.max(x, s.tat - s.tolerance) end
+  local n = redis.call('ZCARD', s.key)
+  if n < s.most then return x end
+  local tail = tonumber(redis.call('ZRANGE', s.key, n - s.most, n - s.most, 'WITHSCORES')[2]) + s.window
+  if x >= tail then return x end
+  local limit = 4 * SEARCH + s.most
+  local r = redis.call('ZRANGEBYSCORE', s.key, '(' .. fmt(x - s.window), '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+  local b = {}
+  for i = 2, #r, 2 do b[#b + 1] = tonumber(r[i]) end
+  local i, stepped = 1, 0
+  while i + s.most - 1 <= #b do
+    local first, last = b[i], b[i + s.most - 1]
+    if first + s.window <= x then
+      i = i + 1
+    elseif x + s.window <= last then
+      return x
+    elseif last - first >= s.window then
+      i = i + 1
+    else
+      stepped = stepped + 1
+      if stepped > SEARCH then return tail end
+      x = first + s.window
+      i = i + 1
+    end
+  end
+  if #b == limit then return tail end
+  return x
 end
 local at = now
-local tats = {}
-for i = 2, #KEYS do
-  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
-  tats[i] = tat
-  local start = tat - tonumber(ARGV[2 * i - 1])
-  if start > at then at = start end
-end
-for i = 2, #KEYS do
-  local tat = math.max(tats[i], at) + tonumber(ARGV[2 * i - 2])
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+repeat
+  local before = at
+  for j = 1, #specs do at = fit(specs[j], at) end
+until at == before
+for j = 1, #specs do
+  local s = specs[j]
+  if s.most > 0 then
+    redis.call('ZADD', s.key, fmt(at), fmt(at) .. ':' .. ARGV[2])
+    local top = tonumber(redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')[2])
+    redis.call('PEXPIRE', s.key, math.ceil((top + s.window - now) / 1000) + 1000)
+  else
+    local tat = math.max(s.tat, at) + s.interval
+    redis.call('SET', s.key, fmt(tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+  end
 end
 if at - now > tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], string.format('%.0f', at), 'PX', math.ceil((at - now) / 1000) + 60000)
+  redis.call('SET', KEYS[1], fmt(at), 'PX', math.ceil((at - now) / 1000) + 60000)
 end
-return {string.format('%.0f', now), string.format('%.0f', at)}
+return {fmt(now), fmt(at)}
 ";
 
 /// A provider's 429: nothing under KEYS[1] conforms for ARGV[1] µs (its TAT moves past the
@@ -192,7 +251,7 @@ impl RateLimits {
                     let offset = shared.offset(redis_now, now + rtt / 2, rtt);
                     let at = redis_to_engine(redis_at, offset).max(now);
                     // Kept current, so a fallback starts from what this replica sent.
-                    self.local.guard().limiter.reserve(keys, at);
+                    self.local.guard().limiter.book(keys, now, at);
                     return at;
                 }
                 Err(e) => shared.failed(&e).await,
@@ -200,7 +259,12 @@ impl RateLimits {
         }
         let mut local = self.local.guard();
         if let Some(at) = local.booked.remove(&id) {
-            return at.max(now);
+            if now <= at + LATE {
+                return at.max(now);
+            }
+            // Back after its slot (a busy machine): going now could crowd the next booking
+            // of the same chat, so the slot is given back and the send takes the next that fits.
+            local.limiter.unbook(keys, at);
         }
         let at = local.limiter.reserve(keys, now);
         if at - now > hold {
@@ -212,8 +276,10 @@ impl RateLimits {
         at
     }
 
-    /// A new slot under every key, for a send that missed the one it had.
-    pub async fn reserve(&self, keys: &[LimitKey], now: Duration) -> Duration {
+    /// A new slot under every key, for a send that missed the one it had at `missed`, which
+    /// is given back (here; shared limits keep their frontier).
+    pub async fn replan(&self, keys: &[LimitKey], missed: Duration, now: Duration) -> Duration {
+        self.local.guard().limiter.unbook(keys, missed);
         self.slot(Uuid::nil(), keys, now, Duration::MAX).await
     }
 
@@ -248,6 +314,10 @@ impl RateLimits {
 impl SharedLimits {
     fn limit_key(&self, key: &str) -> String {
         format!("{}rl:{key}", self.prefix)
+    }
+
+    fn calendar_key(&self, key: &str) -> String {
+        format!("{}cal:{key}", self.prefix)
     }
 
     fn pause_key(&self, key: &str) -> String {
@@ -314,15 +384,25 @@ impl SharedLimits {
         keys: &[LimitKey],
         hold: Duration,
     ) -> Result<(u64, u64), SharedError> {
+        let keys: Vec<&LimitKey> = distinct(keys).collect();
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(SLOT).arg(keys.len() + 1).arg(self.booking_key(id));
-        for k in keys {
-            cmd.arg(self.limit_key(&k.key));
+        cmd.arg(SLOT)
+            .arg(2 * keys.len() + 1)
+            .arg(self.booking_key(id));
+        for k in &keys {
+            let state = match k.rate.calendar() {
+                Some(_) => self.calendar_key(&k.key),
+                None => self.limit_key(&k.key),
+            };
+            cmd.arg(state).arg(self.pause_key(&k.key));
         }
-        cmd.arg(micros(hold));
-        for k in keys {
+        cmd.arg(micros(hold)).arg(new_id().simple().to_string());
+        for k in &keys {
+            let (most, window) = k.rate.calendar().unwrap_or((0, Duration::ZERO));
             cmd.arg(micros(k.rate.interval()))
-                .arg(micros(k.rate.tolerance()));
+                .arg(micros(k.rate.tolerance()))
+                .arg(most)
+                .arg(micros(window));
         }
         let answer: Vec<String> = self.query(&cmd).await?;
         match answer.as_slice() {

@@ -458,7 +458,8 @@ impl Engine {
                         let all = slots.acquire_owned().await;
                         let mut deadline = deadline;
                         if Instant::now() > deadline + LATE {
-                            let at = engine.limits.reserve(&keys, engine.mono()).await;
+                            let missed = deadline - engine.origin;
+                            let at = engine.limits.replan(&keys, missed, engine.mono()).await;
                             deadline = engine.origin + at;
                         }
                         // Another replica's 429 is looked up while waiting, not after: a Redis
@@ -477,7 +478,8 @@ impl Engine {
                                 break;
                             }
                             metrics::counter!("klaxon_late_sends_total", "channel" => rt.spec.name.clone()).increment(1);
-                            let at = engine.limits.reserve(&keys, engine.mono()).await;
+                            let missed = deadline - engine.origin;
+                            let at = engine.limits.replan(&keys, missed, engine.mono()).await;
                             deadline = engine.origin + at;
                             tokio::time::sleep_until(deadline).await;
                         }
