@@ -1,6 +1,8 @@
 //! Scenario 5, accept → delivered: from the moment a client posts a notification to the moment
-//! the webhook reaches the sink, at 100/s, at 500/s and as fast as 32 clients can post. Each
-//! webhook is matched to its notification by `body.id` (the id the 202 returned).
+//! the webhook reaches the sink, at 100/s, at 500/s and as fast as 32 clients can post — one
+//! notification a request, then batches of 100 (so that the figure is the delivery pipeline's
+//! and not the per-request cost of HTTP intake). Each webhook is matched to its notification by
+//! `body.id` (the id the 202 returned).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,10 +14,11 @@ use serde_json::Value;
 
 use crate::Scale;
 use crate::harness::{
-    Klaxon, client, closed_loop, open_loop, post_closed_loop, post_json, sink, sink_post_url,
-    small_notification,
+    Klaxon, batch_of, client, closed_loop, open_loop, post_closed_loop, post_json, sink,
+    sink_post_url, small_notification,
 };
 use crate::report::{Fig, Goal, Lat, Report, Row, int};
+use crate::scenarios::http::{BATCH_SIZE, BATCH_WORKERS};
 
 /// Clients posting in the "max" run.
 const MAX_WORKERS: usize = 32;
@@ -32,6 +35,8 @@ pub(crate) enum Offer {
     Rate(f64, usize),
     /// Closed loop: this many, from `MAX_WORKERS` clients.
     Max(usize),
+    /// Closed loop: this many in batches of `BATCH_SIZE`, from `BATCH_WORKERS` clients.
+    Batches(usize),
 }
 
 /// One run's outcome.
@@ -56,7 +61,9 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
             "A fresh service per run; each notification's send time is taken just before its \
              POST, its delivery time is when the sink accepted the webhook, matched by `body.id`. \
              Fixed rates run {secs} s (open loop); *max* is {} notifications from \
-             {MAX_WORKERS} clients. Delivered/s = notifications delivered ÷ (last webhook − first \
+             {MAX_WORKERS} clients, one a request; *max, batches* the same count in batches of \
+             {BATCH_SIZE} from {BATCH_WORKERS} clients (each notification's send time is its \
+             batch's). Delivered/s = notifications delivered ÷ (last webhook − first \
              POST); its baseline is the offered rate, or for *max* the same number of \
              webhook-sized POSTs straight to a sink, {CHANNEL_SENDS} in flight (the engine's \
              per-channel limit). Latency baseline: the same requests' accept latency, from the \
@@ -77,6 +84,15 @@ pub async fn run(report: &mut Report, scale: Scale) -> anyhow::Result<()> {
     rows(
         report,
         "max",
+        &p,
+        direct,
+        Some(Goal::AtLeast(5_000.0)),
+        None,
+    );
+    let p = phase(Offer::Batches(n_max)).await?;
+    rows(
+        report,
+        "max, batches",
         &p,
         direct,
         Some(Goal::AtLeast(5_000.0)),
@@ -128,8 +144,11 @@ pub(crate) async fn phase(offer: Offer) -> anyhow::Result<Phase> {
     let target = sink(true).await;
     let klaxon = Klaxon::start(&target).await?;
     let http = client();
-    let url: Arc<str> = klaxon.url("/api/v1/notifications").into();
-    let body = small_notification();
+    let (path, body) = match offer {
+        Offer::Batches(_) => ("/api/v1/notifications/batch", batch_of(BATCH_SIZE)),
+        _ => ("/api/v1/notifications", small_notification()),
+    };
+    let url: Arc<str> = klaxon.url(path).into();
     // (notification id, client send time, time to the 202), filled as the 202s come back.
     let sent: Arc<Mutex<Vec<(String, Instant, Duration)>>> = Arc::default();
     let op = {
@@ -142,22 +161,39 @@ pub(crate) async fn phase(offer: Offer) -> anyhow::Result<Phase> {
                     return false;
                 };
                 let took = at.elapsed();
-                let id = serde_json::from_slice::<Value>(&answer)
-                    .ok()
-                    .and_then(|v| v["id"].as_str().map(str::to_owned));
-                let Some(id) = id else { return false };
-                sent.lock().expect("not poisoned").push((id, at, took));
+                let Ok(answer) = serde_json::from_slice::<Value>(&answer) else {
+                    return false;
+                };
+                // One notification's answer, or a batch's `results`.
+                let ids: Vec<String> = match answer["results"].as_array() {
+                    Some(results) => results
+                        .iter()
+                        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                        .collect(),
+                    None => answer["id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .into_iter()
+                        .collect(),
+                };
+                if ids.is_empty() {
+                    return false;
+                }
+                let mut sent = sent.lock().expect("not poisoned");
+                sent.extend(ids.into_iter().map(|id| (id, at, took)));
                 true
             }
         }
     };
     let first_post = Instant::now();
-    let load = match offer {
+    match offer {
         Offer::Rate(rate, total) => open_loop(rate, total, op).await,
         Offer::Max(n) => closed_loop(n, MAX_WORKERS, op).await,
+        Offer::Batches(n) => closed_loop(n.div_ceil(BATCH_SIZE), BATCH_WORKERS, op).await,
     };
+    let accepted = sent.lock().expect("not poisoned").len();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while target.count() < load.ok as usize && Instant::now() < deadline {
+    while target.count() < accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let received = target.received();
@@ -188,7 +224,7 @@ pub(crate) async fn phase(offer: Offer) -> anyhow::Result<Phase> {
     }
     let delivered = delivery.count();
     Ok(Phase {
-        accepted: load.ok,
+        accepted: accepted as u64,
         delivered,
         accept,
         delivery,
