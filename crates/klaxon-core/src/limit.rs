@@ -107,11 +107,12 @@ impl FromStr for Rate {
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per.as_secs() {
-            1 => "s",
-            60 => "min",
-            3600 => "h",
-            86_400 => "d",
+        let unit = match self.per.as_millis() {
+            1_000 => "s",
+            60_000 => "min",
+            3_600_000 => "h",
+            86_400_000 => "d",
+            _ if self.sliding => return write!(f, "{} in any {:?}", self.count, self.per),
             _ => return write!(f, "{}/{:?} burst {}", self.count, self.per, self.burst),
         };
         write!(f, "{}/{unit}", self.count)?;
@@ -311,10 +312,11 @@ impl Limiter {
     /// for it takes another), so it does not stand empty between its neighbours.
     pub fn unbook(&mut self, keys: &[LimitKey], at: Duration) {
         for k in distinct(keys) {
-            if let Some(state) = self.keys.get_mut(&k.key)
-                && let Some(i) = state.booked.iter().position(|&b| b == at)
-            {
-                state.booked.remove(i);
+            if let Some(state) = self.keys.get_mut(&k.key) {
+                let i = state.booked.partition_point(|&b| b < at);
+                if state.booked.get(i) == Some(&at) {
+                    state.booked.remove(i);
+                }
             }
         }
     }
@@ -465,6 +467,11 @@ mod tests {
         let slots: Vec<_> = (0..7).map(|_| l.reserve(&k, t0) - t0).collect();
         assert_eq!(slots, [0, 0, 0, 1000, 1000, 1000, 2000].map(ms).to_vec());
         assert_eq!(k[0].rate.to_string(), "3/s in any window");
+        assert_eq!(
+            Rate::sliding(30, ms(1030)).to_string(),
+            "30 in any 1.03s",
+            "the margin shows"
+        );
         assert_eq!(
             k[0].rate.tolerance(),
             Duration::ZERO,
