@@ -193,8 +193,9 @@ async fn a_store_busy_at_a_deferred_slot_does_not_bunch_a_chat() {
 }
 
 /// A backlog to one chat does not hold a message to another chat of the same bot. Booked
-/// under one GCRA frontier per key, the fills' eight slots (7 s of one chat's 1/s) pushed the
-/// bot's 30/s frontier 7 s out, and the risk alert to another chat, behind it, went last.
+/// under one GCRA frontier per key, the fills' eight slots (7 s of one chat's 1/s) would have
+/// pushed the bot's 30/s frontier 7 s out, and the risk alert to another chat would have gone
+/// last, behind it.
 #[tokio::test]
 async fn a_backlog_to_one_chat_does_not_hold_another_chat_of_the_bot() {
     let tg = FakeTelegram::start().await;
