@@ -137,8 +137,8 @@ impl<'de> Deserialize<'de> for Rate {
 /// notifications name.
 ///
 /// A key whose rate has a window (see `Rate::calendar`) keeps a calendar of the sends booked
-/// under it, and a new send takes the earliest time that fits between them. A queue GCRA keeps
-/// only its frontier (the theoretical arrival time), so every send booked behind a far-off one
+/// under it, and a new send takes the earliest time that fits between them. GCRA keeps only
+/// its frontier (the theoretical arrival time), so every send booked behind a far-off one
 /// waited for it: a backlog of thirty messages to one Telegram chat, booked out to 30 s, held
 /// a message to every other chat of the same bot until then. A bucket with a burst keeps GCRA.
 /// Keys that hold no information any more are dropped as the map grows.
@@ -287,11 +287,6 @@ impl Limiter {
     /// Reserves a slot under every key: returns when the send may go (≥ `now`) and counts it,
     /// so the next caller is planned around it.
     pub fn reserve(&mut self, keys: &[LimitKey], now: Duration) -> Duration {
-        for k in distinct(keys) {
-            if let Some(state) = self.keys.get_mut(&k.key) {
-                state.prune(now);
-            }
-        }
         let at = self.earliest(keys, now);
         self.book(keys, now, at);
         at

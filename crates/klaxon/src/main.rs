@@ -187,8 +187,8 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// the threads that served it, and glibc keeps that memory once freed, so a long-running
 /// service's RSS ratchets up burst by burst (BENCHMARKS.md §14: 14 of 43 MB free in the arenas,
 /// 8 MB returned by one trim). `malloc_trim(0)` gives free pages back with `madvise`. The binary
-/// owns the process's allocator, so this lives
-/// here and not in the library, which may be embedded in a bot with its own views on memory.
+/// owns the process's allocator, so this lives here and not in the library, which may be
+/// embedded in a bot with its own views on memory.
 async fn return_freed_memory() {
     let mut tick = tokio::time::interval(TRIM_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

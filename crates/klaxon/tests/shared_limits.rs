@@ -40,6 +40,13 @@ fn shared(url: &str, prefix: &str) -> RateLimits {
     RateLimits::shared(&Secret::new(url.to_string()), prefix).unwrap()
 }
 
+/// Two replicas' limits on one Redis under a prefix of their own; None (skipped) without Redis.
+fn two_replicas() -> Option<(RateLimits, RateLimits)> {
+    let url = common::redis_url()?;
+    let p = prefix();
+    Some((shared(&url, &p), shared(&url, &p)))
+}
+
 /// `wait` is `expected` give or take the time the calls took (well under a second here).
 fn about(wait: Duration, expected: Duration) -> bool {
     wait + Duration::from_secs(1) > expected && wait < expected + Duration::from_secs(1)
@@ -51,11 +58,9 @@ const HOLD: Duration = Duration::from_millis(1500);
 
 #[tokio::test]
 async fn two_replicas_draw_from_one_bucket() {
-    let Some(url) = common::redis_url() else {
+    let Some((a, b)) = two_replicas() else {
         return;
     };
-    let p = prefix();
-    let (a, b) = (shared(&url, &p), shared(&url, &p));
     assert!(a.is_shared());
     // One a minute: the slots are whole minutes apart whichever replica asks, so the waits say
     // exactly how many sends each saw before it.
@@ -82,11 +87,9 @@ async fn two_replicas_draw_from_one_bucket() {
 
 #[tokio::test]
 async fn a_deferred_delivery_keeps_its_slot_on_whichever_replica_claims_it() {
-    let Some(url) = common::redis_url() else {
+    let Some((a, b)) = two_replicas() else {
         return;
     };
-    let p = prefix();
-    let (a, b) = (shared(&url, &p), shared(&url, &p));
     let keys = [key("chat", "1/min")];
     let ids: Vec<Uuid> = (0..3).map(|_| new_id()).collect();
     let origin = Instant::now();
@@ -112,11 +115,9 @@ async fn a_deferred_delivery_keeps_its_slot_on_whichever_replica_claims_it() {
 /// bot's other chats, and the bot's 30 in any window go at once.
 #[tokio::test]
 async fn a_backlog_to_one_chat_does_not_hold_the_bots_other_chats() {
-    let Some(url) = common::redis_url() else {
+    let Some((a, b)) = two_replicas() else {
         return;
     };
-    let p = prefix();
-    let (a, b) = (shared(&url, &p), shared(&url, &p));
     let bot = LimitKey {
         key: "bot".into(),
         rate: Rate::sliding(30, Duration::from_millis(1030)),
@@ -151,11 +152,9 @@ async fn a_backlog_to_one_chat_does_not_hold_the_bots_other_chats() {
 
 #[tokio::test]
 async fn a_429_on_one_replica_pauses_the_other() {
-    let Some(url) = common::redis_url() else {
+    let Some((a, b)) = two_replicas() else {
         return;
     };
-    let p = prefix();
-    let (a, b) = (shared(&url, &p), shared(&url, &p));
     let channel = key("channel:tg", "30/s");
     let origin = Instant::now();
     assert_eq!(b.paused_elsewhere(&channel.key).await, None);

@@ -458,9 +458,7 @@ impl Engine {
                         let all = slots.acquire_owned().await;
                         let mut deadline = deadline;
                         if Instant::now() > deadline + LATE {
-                            let missed = deadline - engine.origin;
-                            let at = engine.limits.replan(&keys, missed, engine.mono()).await;
-                            deadline = engine.origin + at;
+                            deadline = engine.replan(&keys, deadline).await;
                         }
                         // Another replica's 429 is looked up while waiting, not after: a Redis
                         // round trip between the slot and the send would move the send by it.
@@ -478,9 +476,7 @@ impl Engine {
                                 break;
                             }
                             metrics::counter!("klaxon_late_sends_total", "channel" => rt.spec.name.clone()).increment(1);
-                            let missed = deadline - engine.origin;
-                            let at = engine.limits.replan(&keys, missed, engine.mono()).await;
-                            deadline = engine.origin + at;
+                            deadline = engine.replan(&keys, deadline).await;
                             tokio::time::sleep_until(deadline).await;
                         }
                         (all, mine)
@@ -866,6 +862,15 @@ impl Engine {
         self.mark_paused(rt, left);
         self.limits.pause_here(&key, self.mono() + left);
         Some(left)
+    }
+
+    /// A new send time for a send that missed the one planned for `missed`, which it gives back.
+    async fn replan(&self, keys: &[LimitKey], missed: Instant) -> Instant {
+        let at = self
+            .limits
+            .replan(keys, missed - self.origin, self.mono())
+            .await;
+        self.origin + at
     }
 
     async fn defer_one(&self, id: Uuid, wait: Duration) {
